@@ -1,0 +1,142 @@
+"""Composition root: builds the Starlette app from `forum.web` and wires its collaborators."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from forum import __version__
+from forum.cache import InvalidationBus, TaggedCache, mark_stale
+from forum.config import THEMES_DIR, Settings
+from forum.db import create_engine, sessionmaker
+from forum.errors import ForumError
+from forum.events import (
+    CategoryChanged,
+    Event,
+    EventBus,
+    PostCreated,
+    PostDeleted,
+    PostEdited,
+    SiteChanged,
+    ThreadCreated,
+)
+from forum.i18n import Catalogs
+from forum.jobs import JobRunner
+from forum.ports import NoFederation, RemoteResolver
+from forum.ratelimit import RateLimiter
+from forum.services.maintenance import prune_expired_sessions
+from forum.web import account, admin, misc, pages, posting
+from forum.web.api import routes as api_routes
+from forum.web.context import ForumContext
+from forum.web.middleware import ForumMiddleware
+from forum.web.templating import Templates
+
+log = logging.getLogger("forum")
+
+
+def build_event_bus() -> EventBus:
+    bus = EventBus()
+
+    async def content_changed(session: object, event: Event) -> None:
+        assert isinstance(event, ThreadCreated | PostCreated | PostEdited | PostDeleted)
+        mark_stale(session, f"t:{event.thread_id}", f"c:{event.category_id}", "home")  # type: ignore[arg-type]
+
+    async def category_changed(session: object, event: Event) -> None:
+        assert isinstance(event, CategoryChanged)
+        mark_stale(session, f"c:{event.category_id}", "home")  # type: ignore[arg-type]
+
+    async def site_changed(session: object, event: Event) -> None:
+        mark_stale(session, "site")  # type: ignore[arg-type]
+
+    for event_type in (ThreadCreated, PostCreated, PostEdited, PostDeleted):
+        bus.subscribe(event_type, content_changed)  # type: ignore[arg-type]
+    bus.subscribe(CategoryChanged, category_changed)  # type: ignore[arg-type]
+    bus.subscribe(SiteChanged, site_changed)  # type: ignore[arg-type]
+    return bus
+
+
+def build_context(settings: Settings, *, resolver: RemoteResolver | None = None) -> ForumContext:
+    """Everything the routes share; nothing here does I/O (the engine connects lazily)."""
+    engine = create_engine(settings.database_url)
+    sessions = sessionmaker(engine)
+    pages_cache: TaggedCache = TaggedCache(settings.page_cache_entries)  # type: ignore[type-arg]
+    viewers: TaggedCache = TaggedCache(10_000)  # type: ignore[type-arg]
+    site_cache: TaggedCache = TaggedCache(4)  # type: ignore[type-arg]
+    templates = Templates(THEMES_DIR, {"version": __version__, "base_url": settings.base_url})
+    return ForumContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        bus=build_event_bus(),
+        templates=templates,
+        catalogs=Catalogs(),
+        resolver=resolver or NoFederation(),
+        limiter=RateLimiter(),
+        pages=pages_cache,
+        viewers=viewers,
+        site_cache=site_cache,
+        invalidations=InvalidationBus(sessions, [pages_cache, viewers, site_cache]),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    run_worker: bool = True,
+    extra_routes: list[BaseRoute] | None = None,
+    context: ForumContext | None = None,
+) -> Starlette:
+    """The forum as an ASGI app. `run_worker` also runs the background jobs in this process."""
+    forum = context or build_context(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(forum.invalidations.run(), name="cache-invalidations")]
+        if run_worker:
+            tasks.append(asyncio.create_task(build_jobs(forum).run(), name="jobs"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await forum.engine.dispose()
+
+    routes: list[BaseRoute] = [
+        *(extra_routes or []),
+        *pages.routes,
+        *posting.routes,
+        *account.routes,
+        *admin.routes,
+        *api_routes.routes,
+        *misc.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(
+                ForumMiddleware,  # type: ignore[arg-type]
+                max_body_bytes=settings.max_body_bytes,
+                own_origin=settings.origin,
+                origin_exempt=lambda path: path.startswith("/api/") or path.endswith("/inbox"),
+            )
+        ],
+        exception_handlers={ForumError: misc.forum_error, HTTPException: misc.http_error},
+    )
+    app.state.forum = forum
+    return app
+
+
+def build_jobs(forum: ForumContext) -> JobRunner:
+    jobs = JobRunner()
+    jobs.every(3600, "prune-sessions", lambda: prune_expired_sessions(forum.sessions))
+    jobs.every(600, "prune-cache-invalidations", forum.invalidations.prune)
+    return jobs

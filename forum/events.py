@@ -1,0 +1,74 @@
+"""Domain events and their in-transaction subscribers.
+
+Services publish an event inside the transaction that made the change; each subscriber runs there
+too, so what it writes (a federation activity, a cache invalidation) commits or rolls back with it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every domain event."""
+
+
+@dataclass(frozen=True)
+class ThreadCreated(Event):
+    thread_id: int
+    category_id: int
+    post_id: int
+
+
+@dataclass(frozen=True)
+class PostCreated(Event):
+    post_id: int
+    thread_id: int
+    category_id: int
+
+
+@dataclass(frozen=True)
+class PostEdited(Event):
+    post_id: int
+    thread_id: int
+    category_id: int
+
+
+@dataclass(frozen=True)
+class PostDeleted(Event):
+    post_id: int
+    thread_id: int
+    category_id: int
+
+
+@dataclass(frozen=True)
+class CategoryChanged(Event):
+    category_id: int
+
+
+@dataclass(frozen=True)
+class SiteChanged(Event):
+    """Instance name, description, rules or theme changed: every page may show it."""
+
+
+Subscriber = Callable[[AsyncSession, Event], Awaitable[None]]
+
+
+class EventBus:
+    """Who listens to which event; built by the composition root and passed to services."""
+
+    def __init__(self) -> None:
+        self._subscribers: defaultdict[type[Event], list[Subscriber]] = defaultdict(list)
+
+    def subscribe(self, event_type: type[Event], subscriber: Subscriber) -> None:
+        self._subscribers[event_type].append(subscriber)
+
+    async def publish(self, session: AsyncSession, event: Event) -> None:
+        for event_type in type(event).__mro__:
+            for subscriber in self._subscribers.get(event_type, ()):  # type: ignore[call-overload]
+                await subscriber(session, event)

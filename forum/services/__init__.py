@@ -1,0 +1,1 @@
+"""The verbs of the forum. Services take typed arguments, return models or raise `forum.errors`."""

@@ -1,0 +1,81 @@
+"""Local actors: the names they may take and their creation with a key pair and ActivityPub URLs."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum.errors import Conflict, InvalidInput
+from forum.keys import generate_key_pair_async
+from forum.models import Actor, ActorKind
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{0,29}$")
+MAX_NAME_LENGTH = 30
+
+# Names that would shadow a route, a well-known account or a role (checked case-insensitively).
+RESERVED_NAMES = frozenset(
+    """
+    admin administrator root system moderator moderators mod mods staff support help
+    api inbox outbox followers following featured shared sharedinbox actor instance
+    login logout register signup setup settings static assets theme themes
+    u c t p tag tags search new garden gardener concierge healthz well-known wellknown
+    nodeinfo webfinger host-meta everyone all null undefined anonymous guest me jardin forum
+    """.split()
+)
+
+
+def normalize_name(name: str) -> str:
+    return name.strip()
+
+
+def check_name(name: str, *, what: str = "username") -> None:
+    if not name:
+        raise InvalidInput(f"Choose a {what}.", field=what)
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"A {what} has at most {MAX_NAME_LENGTH} characters.", field=what)
+    if not NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"A {what} uses letters, digits and underscores, and starts with a letter or digit.", field=what
+        )
+    if name.lower() in RESERVED_NAMES:
+        raise InvalidInput(f"“{name}” is reserved; choose another {what}.", field=what)
+
+
+async def ensure_name_free(session: AsyncSession, name: str, *, what: str = "username") -> None:
+    taken = await session.scalar(
+        select(Actor.id).where(Actor.username_key == name.lower(), Actor.domain == "")
+    )
+    if taken is not None:
+        raise Conflict(f"“{name}” is already taken; choose another {what}.", field=what)
+
+
+async def create_local_actor(
+    session: AsyncSession, base_url: str, kind: ActorKind, name: str, display_name: str = ""
+) -> Actor:
+    """A new local actor with its key pair; its URLs derive from its name."""
+    private_pem, public_pem = await generate_key_pair_async()
+    prefix = {ActorKind.PERSON: "u", ActorKind.GROUP: "c", ActorKind.APPLICATION: ""}[kind]
+    ap_id = f"{base_url}/{prefix}/{name}" if prefix else f"{base_url}/actor"
+    actor = Actor(
+        ap_id=ap_id,
+        local=True,
+        kind=kind,
+        username=name,
+        username_key=name.lower(),
+        domain="",
+        display_name=display_name,
+        summary="",
+        url=ap_id,
+        inbox_url=f"{ap_id}/inbox",
+        outbox_url=f"{ap_id}/outbox",
+        followers_url=f"{ap_id}/followers",
+        shared_inbox_url=f"{base_url}/inbox",
+        public_key_pem=public_pem,
+        private_key_pem=private_pem,
+        key_id=f"{ap_id}#main-key",
+    )
+    session.add(actor)
+    await session.flush()
+    return actor

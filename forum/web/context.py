@@ -1,0 +1,58 @@
+"""What every route needs, built once by `forum.app` and kept on `app.state.forum`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from forum.cache import CachedPage, InvalidationBus, TaggedCache
+from forum.config import Settings
+from forum.events import EventBus
+from forum.i18n import Catalogs
+from forum.permissions import Viewer
+from forum.ports import RemoteResolver
+from forum.ratelimit import RateLimiter
+from forum.services.site import SiteInfo
+from forum.web.templating import Templates
+
+
+@dataclass
+class ForumContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    bus: EventBus
+    templates: Templates
+    catalogs: Catalogs
+    resolver: RemoteResolver
+    limiter: RateLimiter
+    pages: TaggedCache[CachedPage]
+    viewers: TaggedCache[Viewer]
+    site_cache: TaggedCache[SiteInfo]
+    invalidations: InvalidationBus
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction: commits on success, then drops what it made stale from every cache."""
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+                await session.flush()
+                stale = await self.invalidations.flush_pending(session)
+            self.invalidations.drop(stale)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+
+def forum_context(connection: HTTPConnection) -> ForumContext:
+    context: ForumContext = connection.app.state.forum
+    return context

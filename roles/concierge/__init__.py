@@ -1,0 +1,1 @@
+"""The concierge: access, welcome flows and abuse reports (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""The gardener: curate, tag, archive and prune content (built in a later issue)."""

@@ -7,13 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from forum import __version__
-from forum.cache import InvalidationBus, TaggedCache, mark_stale
+from forum.cache import CachedPage, InvalidationBus, TaggedCache, mark_stale
 from forum.config import THEMES_DIR, Settings
 from forum.db import create_engine, sessionmaker
 from forum.errors import ForumError
@@ -29,9 +30,11 @@ from forum.events import (
 )
 from forum.i18n import Catalogs
 from forum.jobs import JobRunner
+from forum.permissions import Viewer
 from forum.ports import NoFederation, RemoteResolver
 from forum.ratelimit import RateLimiter
 from forum.services.maintenance import prune_expired_sessions
+from forum.services.site import SiteInfo
 from forum.web import account, admin, misc, pages, posting
 from forum.web.api import routes as api_routes
 from forum.web.context import ForumContext
@@ -44,21 +47,21 @@ log = logging.getLogger("forum")
 def build_event_bus() -> EventBus:
     bus = EventBus()
 
-    async def content_changed(session: object, event: Event) -> None:
+    async def content_changed(session: AsyncSession, event: Event) -> None:
         assert isinstance(event, ThreadCreated | PostCreated | PostEdited | PostDeleted)
-        mark_stale(session, f"t:{event.thread_id}", f"c:{event.category_id}", "home")  # type: ignore[arg-type]
+        mark_stale(session, f"t:{event.thread_id}", f"c:{event.category_id}", "home")
 
-    async def category_changed(session: object, event: Event) -> None:
+    async def category_changed(session: AsyncSession, event: Event) -> None:
         assert isinstance(event, CategoryChanged)
-        mark_stale(session, f"c:{event.category_id}", "home")  # type: ignore[arg-type]
+        mark_stale(session, f"c:{event.category_id}", "home")
 
-    async def site_changed(session: object, event: Event) -> None:
-        mark_stale(session, "site")  # type: ignore[arg-type]
+    async def site_changed(session: AsyncSession, event: Event) -> None:
+        mark_stale(session, "site")
 
     for event_type in (ThreadCreated, PostCreated, PostEdited, PostDeleted):
-        bus.subscribe(event_type, content_changed)  # type: ignore[arg-type]
-    bus.subscribe(CategoryChanged, category_changed)  # type: ignore[arg-type]
-    bus.subscribe(SiteChanged, site_changed)  # type: ignore[arg-type]
+        bus.subscribe(event_type, content_changed)
+    bus.subscribe(CategoryChanged, category_changed)
+    bus.subscribe(SiteChanged, site_changed)
     return bus
 
 
@@ -66,9 +69,9 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
     """Everything the routes share; nothing here does I/O (the engine connects lazily)."""
     engine = create_engine(settings.database_url)
     sessions = sessionmaker(engine)
-    pages_cache: TaggedCache = TaggedCache(settings.page_cache_entries)  # type: ignore[type-arg]
-    viewers: TaggedCache = TaggedCache(10_000)  # type: ignore[type-arg]
-    site_cache: TaggedCache = TaggedCache(4)  # type: ignore[type-arg]
+    pages_cache: TaggedCache[CachedPage] = TaggedCache(settings.page_cache_entries)
+    viewers: TaggedCache[Viewer] = TaggedCache(10_000)
+    site_cache: TaggedCache[SiteInfo] = TaggedCache(4)
     templates = Templates(THEMES_DIR, {"version": __version__, "base_url": settings.base_url})
     return ForumContext(
         settings=settings,
@@ -123,7 +126,7 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             Middleware(
-                ForumMiddleware,  # type: ignore[arg-type]
+                ForumMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 own_origin=settings.origin,
                 origin_exempt=lambda path: path.startswith("/api/") or path.endswith("/inbox"),

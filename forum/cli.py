@@ -204,7 +204,12 @@ def _user_create(settings: Settings, args: argparse.Namespace) -> int:
 
     async def create(session: AsyncSession) -> Any:
         return await accounts.register(
-            session, settings.base_url, username=args.name, email=args.email, password=password, role=args.role
+            session,
+            settings.base_url,
+            username=args.name,
+            email=args.email,
+            password=password,
+            role=args.role,
         )
 
     member = _run_db(settings, create)

@@ -93,9 +93,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     data_dir.mkdir(parents=True, exist_ok=True)
     database_url = get("DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'forum.db'}")
     if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-        raise ConfigError(
-            "FORUM_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
-        )
+        raise ConfigError("FORUM_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
     base_url = get("BASE_URL", "http://127.0.0.1:8000").rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):

@@ -70,5 +70,5 @@ class EventBus:
 
     async def publish(self, session: AsyncSession, event: Event) -> None:
         for event_type in type(event).__mro__:
-            for subscriber in self._subscribers.get(event_type, ()):  # type: ignore[call-overload]
+            for subscriber in self._subscribers.get(event_type, ()):
                 await subscriber(session, event)

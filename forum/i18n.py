@@ -18,7 +18,8 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 LANGUAGES = {"en": "English", "fr": "Français"}
 DEFAULT_LANGUAGE = "en"
 
-_current: ContextVar[gettext.NullTranslations] = ContextVar("translations", default=gettext.NullTranslations())
+_ENGLISH = gettext.NullTranslations()
+_current: ContextVar[gettext.NullTranslations | None] = ContextVar("translations", default=None)
 _current_language: ContextVar[str] = ContextVar("language", default=DEFAULT_LANGUAGE)
 
 
@@ -45,11 +46,11 @@ class Catalogs:
 
 
 def gettext_(message: str) -> str:
-    return _current.get().gettext(message)
+    return (_current.get() or _ENGLISH).gettext(message)
 
 
 def ngettext_(singular: str, plural: str, n: int) -> str:
-    return _current.get().ngettext(singular, plural, n)
+    return (_current.get() or _ENGLISH).ngettext(singular, plural, n)
 
 
 def current_language() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from html import unescape
 from typing import Any
 
 import nh3
@@ -31,9 +32,12 @@ ALLOWED_ATTRIBUTES = {
 ALLOWED_URL_SCHEMES = {"http", "https", "mailto"}
 LINK_REL = "nofollow ugc noopener"
 
+# A host with a port is tried first, so "@bob@forum.example:8443" keeps its port.
 _MENTION = re.compile(
-    r"@(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})(?:@(?P<host>[A-Za-z0-9.-]+\.[A-Za-z]{2,}|[A-Za-z0-9.-]+:\d+))?"
+    r"@(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})(?:@(?P<host>[A-Za-z0-9.-]+:\d{1,5}|[A-Za-z0-9.-]+\.[A-Za-z]{2,}))?"
 )
+# markdown-it aligns table cells with a style attribute, which the sanitizer drops: use `align`.
+_CELL_ALIGN = re.compile(r'<(th|td) style="text-align:(left|center|right)">')
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,10 @@ class Rendered:
 def render(source: str) -> Rendered:
     """Markdown -> sanitized HTML, with the mentions it holds."""
     env: dict[str, Any] = {"mentions": []}
-    html = _MARKDOWN.render(source, env)
-    mentions = tuple(dict.fromkeys(env["mentions"]))
-    return Rendered(html=sanitize(html), mentions=mentions)
+    html = sanitize(_CELL_ALIGN.sub(r'<\1 align="\2">', _MARKDOWN.render(source, env)))
+    # Only mentions that became links count: one inside an image's alt text, say, does not.
+    mentions = tuple(m for m in dict.fromkeys(env["mentions"]) if f'href="/u/{m.handle}"' in html)
+    return Rendered(html=html, mentions=mentions)
 
 
 def sanitize(html: str) -> str:
@@ -74,7 +79,7 @@ def sanitize(html: str) -> str:
 
 def plain_text(html: str) -> str:
     """The text of sanitized HTML, for summaries and previews."""
-    return re.sub(r"\s+", " ", nh3.clean(html, tags=set())).strip()
+    return re.sub(r"\s+", " ", unescape(nh3.clean(html, tags=set()))).strip()
 
 
 def _mention_rule(state: StateInline, silent: bool) -> bool:
@@ -89,8 +94,11 @@ def _mention_rule(state: StateInline, silent: bool) -> bool:
     match = _MENTION.match(state.src, pos)
     if match is None:
         return False
-    name, host = match.group("name").rstrip(".-"), match.group("host")
-    end = pos + 1 + len(name) + (len(host) + 1 if host else 0)
+    host = match.group("host")
+    # Names never end in "." or "-": "thanks @bob." mentions bob, and so does "@bob.@lemmy.ml".
+    raw_name = match.group("name") if host else match.group("name").rstrip(".-")
+    name = raw_name.rstrip(".-")
+    end = pos + 1 + len(raw_name) + (len(host) + 1 if host else 0)
     if not silent:
         mention = Mention(name, host.lower() if host else None)
         state.env.setdefault("mentions", []).append(mention)

@@ -57,9 +57,7 @@ async def register(
 
 def check_password(password: str) -> None:
     if len(password) < passwords.MIN_LENGTH:
-        raise InvalidInput(
-            f"A password has at least {passwords.MIN_LENGTH} characters.", field="password"
-        )
+        raise InvalidInput(f"A password has at least {passwords.MIN_LENGTH} characters.", field="password")
     if len(password) > passwords.MAX_LENGTH:
         raise InvalidInput(f"A password has at most {passwords.MAX_LENGTH} characters.", field="password")
 
@@ -119,9 +117,7 @@ async def end_session(session: AsyncSession, session_id: str) -> None:
     await session.execute(delete(LoginSession).where(LoginSession.id == session_id))
 
 
-async def set_preferences(
-    session: AsyncSession, member: Member, *, language: str | None, theme: str | None
-) -> None:
+async def set_preferences(session: AsyncSession, member: Member, *, language: str | None, theme: str | None) -> None:
     if language is not None and language not in ("", *LANGUAGES):
         raise InvalidInput("Choose English or French.", field="language")
     member.language = language or None
@@ -147,9 +143,7 @@ async def create_token(session: AsyncSession, member: Member, name: str) -> tupl
 
 async def list_tokens(session: AsyncSession, member: Member) -> list[ApiToken]:
     result = await session.scalars(
-        select(ApiToken)
-        .where(ApiToken.member_id == member.id, ApiToken.revoked_at.is_(None))
-        .order_by(ApiToken.id)
+        select(ApiToken).where(ApiToken.member_id == member.id, ApiToken.revoked_at.is_(None)).order_by(ApiToken.id)
     )
     return list(result)
 

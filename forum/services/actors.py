@@ -16,13 +16,65 @@ MAX_NAME_LENGTH = 30
 
 # Names that would shadow a route, a well-known account or a role (checked case-insensitively).
 RESERVED_NAMES = frozenset(
-    """
-    admin administrator root system moderator moderators mod mods staff support help
-    api inbox outbox followers following featured shared sharedinbox actor instance
-    login logout register signup setup settings static assets theme themes
-    u c t p tag tags search new garden gardener concierge healthz well-known wellknown
-    nodeinfo webfinger host-meta everyone all null undefined anonymous guest me jardin forum
-    """.split()
+    [
+        "admin",
+        "administrator",
+        "root",
+        "system",
+        "moderator",
+        "moderators",
+        "mod",
+        "mods",
+        "staff",
+        "support",
+        "help",
+        "api",
+        "inbox",
+        "outbox",
+        "followers",
+        "following",
+        "featured",
+        "shared",
+        "sharedinbox",
+        "actor",
+        "instance",
+        "login",
+        "logout",
+        "register",
+        "signup",
+        "setup",
+        "settings",
+        "static",
+        "assets",
+        "theme",
+        "themes",
+        "u",
+        "c",
+        "t",
+        "p",
+        "tag",
+        "tags",
+        "search",
+        "new",
+        "garden",
+        "gardener",
+        "concierge",
+        "healthz",
+        "well-known",
+        "wellknown",
+        "nodeinfo",
+        "webfinger",
+        "host-meta",
+        "everyone",
+        "all",
+        "null",
+        "undefined",
+        "anonymous",
+        "guest",
+        "me",
+        "jardin",
+        "forum",
+    ]
 )
 
 
@@ -44,9 +96,7 @@ def check_name(name: str, *, what: str = "username") -> None:
 
 
 async def ensure_name_free(session: AsyncSession, name: str, *, what: str = "username") -> None:
-    taken = await session.scalar(
-        select(Actor.id).where(Actor.username_key == name.lower(), Actor.domain == "")
-    )
+    taken = await session.scalar(select(Actor.id).where(Actor.username_key == name.lower(), Actor.domain == ""))
     if taken is not None:
         raise Conflict(f"“{name}” is already taken; choose another {what}.", field=what)
 

@@ -21,9 +21,7 @@ def _check_texts(name: str, description: str) -> None:
     if len(name) > MAX_NAME:
         raise InvalidInput(f"A category name has at most {MAX_NAME} characters.", field="name")
     if len(description) > MAX_DESCRIPTION:
-        raise InvalidInput(
-            f"A description has at most {MAX_DESCRIPTION} characters.", field="description"
-        )
+        raise InvalidInput(f"A description has at most {MAX_DESCRIPTION} characters.", field="description")
 
 
 async def create_category(
@@ -98,9 +96,7 @@ async def get_category(session: AsyncSession, viewer: Viewer, id_or_slug: str | 
     if isinstance(id_or_slug, int) or str(id_or_slug).isdigit():
         query = query.where(Category.id == int(id_or_slug))
     else:
-        query = query.join(Category.actor).where(
-            Actor.username_key == str(id_or_slug).lower(), Actor.domain == ""
-        )
+        query = query.join(Category.actor).where(Actor.username_key == str(id_or_slug).lower(), Actor.domain == "")
     category = await session.scalar(query)
     if category is None or not can_see_category(viewer, category.id, category.private):
         raise NotFound(f"No category “{id_or_slug}”.")

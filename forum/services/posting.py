@@ -90,9 +90,7 @@ async def create_thread(
     await session.execute(
         update(Category)
         .where(Category.id == category.id)
-        .values(
-            thread_count=Category.thread_count + 1, post_count=Category.post_count + 1, last_activity_at=now
-        )
+        .values(thread_count=Category.thread_count + 1, post_count=Category.post_count + 1, last_activity_at=now)
     )
     await session.flush()
     await bus.publish(session, ThreadCreated(thread.id, category.id, post.id))

@@ -10,8 +10,9 @@ import base64
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -155,7 +156,7 @@ async def post_location(session: AsyncSession, viewer: Viewer, post_id: int) -> 
     return row[0], (row[1] - 1) // POSTS_PER_PAGE + 1
 
 
-def _summary_query():  # type: ignore[no-untyped-def]
+def _summary_query() -> Select[*tuple[Any, ...]]:
     return (
         select(
             Thread.id, Thread.title, Category.slug, Category.name, Actor.username, Actor.domain, Actor.local,
@@ -225,9 +226,9 @@ async def recent_threads(session: AsyncSession, viewer: Viewer, limit: int = 20)
     return _summaries(await session.execute(query))
 
 
-async def member_posts(session: AsyncSession, viewer: Viewer, actor_id: int, limit: int = 20) -> list[
-    tuple[PostView, ThreadSummary]
-]:
+async def member_posts(
+    session: AsyncSession, viewer: Viewer, actor_id: int, limit: int = 20
+) -> list[tuple[PostView, ThreadSummary]]:
     """A member's latest visible posts with their threads, for the profile page."""
     query = (
         _summary_query()
@@ -257,7 +258,7 @@ async def member_posts(session: AsyncSession, viewer: Viewer, actor_id: int, lim
 
 
 async def revisions(session: AsyncSession, viewer: Viewer, post_id: int) -> tuple[Post, list[PostRevision]]:
-    thread_id, _page = await post_location(session, viewer, post_id)
+    await post_location(session, viewer, post_id)  # the same visibility check as the post itself
     post = await session.get(Post, post_id)
     assert post is not None
     result = await session.scalars(

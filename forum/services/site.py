@@ -42,7 +42,14 @@ async def load_site(session: AsyncSession, default_theme: str = "default") -> Si
 
 
 async def save_site(
-    session: AsyncSession, bus: EventBus, *, name: str, description: str, rules: str, theme: str, themes: list[str]
+    session: AsyncSession,
+    bus: EventBus,
+    *,
+    name: str,
+    description: str,
+    rules: str,
+    theme: str,
+    themes: list[str],
 ) -> None:
     name = name.strip()
     if not name or len(name) > 100:

@@ -12,6 +12,7 @@ from forum import i18n
 from forum.cache import mark_stale
 from forum.errors import ForumError, InvalidInput
 from forum.i18n import gettext_ as _
+from forum.models import Member
 from forum.ratelimit import address_key
 from forum.services import accounts, site
 from forum.web.base import (
@@ -85,7 +86,11 @@ async def login(request: Request) -> Response:
         limits = forum.settings.rate_limits
         message = _("Too many login attempts. Wait a few minutes and try again.")
         forum.limiter.hit(
-            "login", f"address:{_address_key(request)}", limits.login_per_address, limits.login_window, message
+            "login",
+            f"address:{_address_key(request)}",
+            limits.login_per_address,
+            limits.login_window,
+            message,
         )
         forum.limiter.hit("login", f"account:{name.lower()}", limits.login_per_account, limits.login_window, message)
         async with forum.write() as session:
@@ -146,7 +151,7 @@ async def settings_page(request: Request) -> Response:
     context: dict[str, Any] = {}
     status = 200
     async with forum.write() as session:
-        member = await session.get(accounts.Member, state.viewer.member_id)
+        member = await session.get(Member, state.viewer.member_id)
         assert member is not None
         if request.method == "POST":
             try:

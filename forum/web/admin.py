@@ -66,9 +66,7 @@ async def _apply(session: Any, forum: Any, form: dict[str, str]) -> None:
                 private=form.get("private") == "on",
             )  # fmt: skip
         else:
-            await category_service.move_category(
-                session, forum.bus, int(category_id), -1 if action == "move_up" else 1
-            )
+            await category_service.move_category(session, forum.bus, int(category_id), -1 if action == "move_up" else 1)
     else:
         raise InvalidInput(_("Unknown action."))
 

@@ -82,9 +82,7 @@ async def current_viewer(request: Request) -> tuple[Viewer, str | None]:
                     session_id = None
                 else:
                     viewer = await viewer_for_member(session, member)
-                    context.viewers.put(
-                        session_id, viewer, (f"s:{session_id}", f"m:{member.id}")
-                    )
+                    context.viewers.put(session_id, viewer, (f"s:{session_id}", f"m:{member.id}"))
     request.state.viewer, request.state.session_id = viewer, session_id
     return viewer, session_id
 

@@ -4,11 +4,11 @@ the Origin check on state-changing requests, and the last-resort error page."""
 from __future__ import annotations
 
 import json
-from html import escape
 import logging
 import secrets
 import time
 from collections.abc import Callable
+from html import escape
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

@@ -39,7 +39,7 @@ def problem(status: int, detail: str, request: Request, **extra: object) -> JSON
     titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
               413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests"}  # fmt: skip
     body = {"type": "about:blank", "title": titles.get(status, "Error"), "status": status, "detail": detail,
-            "request_id": request.state.request_id if "request_id" in request.state._state else None, **extra}  # fmt: skip
+            "request_id": getattr(request.state, "request_id", None), **extra}  # fmt: skip
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
@@ -58,7 +58,10 @@ async def forum_error(request: Request, error: Exception) -> Response:
 
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    messages = {404: _("There is nothing at this address."), 405: _("This address does not take that method.")}
+    messages = {
+        404: _("There is nothing at this address."),
+        405: _("This address does not take that method."),
+    }
     message = messages.get(error.status_code, str(error.detail))
     if wants_problem_json(request):
         return problem(error.status_code, message, request)

@@ -17,7 +17,15 @@ from forum.errors import NotFound
 from forum.permissions import GUEST
 from forum.services import categories as category_service
 from forum.services import reading
-from forum.web.base import PageState, current_viewer, page_state, render, request_language, session_id_from, site_info
+from forum.web.base import (
+    PageState,
+    current_viewer,
+    page_state,
+    render,
+    request_language,
+    session_id_from,
+    site_info,
+)
 from forum.web.context import forum_context
 
 
@@ -41,7 +49,9 @@ def _page_response(request: Request, page: CachedPage) -> Response:
     return Response(page.body, media_type=page.media_type, headers=headers)
 
 
-def _store_for_visitor(request: Request, full_key: tuple[object, ...], response: Response, tags: tuple[str, ...]) -> Response:
+def _store_for_visitor(
+    request: Request, full_key: tuple[object, ...], response: Response, tags: tuple[str, ...]
+) -> Response:
     if not full_key or response.status_code != 200:
         return response
     body = bytes(response.body)
@@ -97,7 +107,11 @@ async def thread(request: Request) -> Response:
 
 
 def thread_response(
-    request: Request, state: PageState, view: reading.ThreadPage, form: dict[str, object], status_code: int = 200
+    request: Request,
+    state: PageState,
+    view: reading.ThreadPage,
+    form: dict[str, object],
+    status_code: int = 200,
 ) -> Response:
     return render(request, state, "thread.html", {"view": view, "form": form}, status_code)
 

@@ -15,7 +15,7 @@ from forum.errors import ForumError, InvalidInput, NotFound
 from forum.i18n import gettext_ as _
 from forum.services import categories as category_service
 from forum.services import posting, reading
-from forum.web.base import address, check_csrf, page_state, read_form, redirect, render
+from forum.web.base import check_csrf, page_state, read_form, redirect, render
 from forum.web.context import forum_context
 from forum.web.pages import thread_response
 
@@ -135,7 +135,11 @@ async def edit(request: Request) -> Response:
             )  # fmt: skip
     except ForumError as error:
         return render(
-            request, state, "edit.html", {**context, "error": error.message, "error_field": error.field}, error.status
+            request,
+            state,
+            "edit.html",
+            {**context, "error": error.message, "error_field": error.field},
+            error.status,
         )
     return redirect(f"/p/{post_id}")
 

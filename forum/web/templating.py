@@ -1,7 +1,9 @@
 """Themes and templates: the only way Python reaches `themes/`.
 
 A theme is a folder with `theme.toml` (`name`, `parent`), `templates/` and `static/`. Its templates
-override its parent's and inherit the rest; so do its static files.
+override its parent's and inherit the rest; so do its static files. A theme reaches an ancestor's own
+version of a template it overrides by prefixing the ancestor's name: its `base.html` may say
+`{% extends "default:base.html" %}` and change one block.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from babel.dates import format_datetime, format_timedelta
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
 
 from forum import i18n
 
@@ -66,7 +68,7 @@ class Templates:
 
     def _environment(self, theme: Theme, globals_: dict[str, Any]) -> Environment:
         env = Environment(
-            loader=FileSystemLoader([folder / "templates" for folder in theme.chain]),
+            loader=_theme_loader(theme),
             autoescape=select_autoescape(default=True, default_for_string=True),
             extensions=["jinja2.ext.i18n"],
             auto_reload=False,
@@ -106,6 +108,15 @@ class Templates:
             version = hashlib.sha256(found.read_bytes()).hexdigest()[:10] if found else "0"
             self._static_versions[key] = version
         return f"/static/{theme}/{path}?v={version}"
+
+
+def _theme_loader(theme: Theme) -> BaseLoader:
+    """Plain names walk the whole chain; `ancestor:name` starts the walk at that ancestor (or the theme itself)."""
+    folders = [folder / "templates" for folder in theme.chain]
+    by_prefix: dict[str, BaseLoader] = {
+        folder.name: FileSystemLoader(folders[index:]) for index, folder in enumerate(theme.chain)
+    }
+    return ChoiceLoader([FileSystemLoader(folders), PrefixLoader(by_prefix, delimiter=":")])
 
 
 def _format_datetime(value: datetime | None, format: str = "medium") -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from forum.errors import Forbidden, NotAuthenticated
+from forum.errors import N_, Forbidden, NotAuthenticated
 
 GARDENER = "gardener"
 CONCIERGE = "concierge"
@@ -39,13 +39,13 @@ GUEST = Viewer()
 
 def require_member(viewer: Viewer) -> None:
     if not viewer.is_member:
-        raise NotAuthenticated("Log in first.")
+        raise NotAuthenticated(N_("Log in first."))
 
 
 def require_admin(viewer: Viewer) -> None:
     require_member(viewer)
     if not viewer.is_admin:
-        raise Forbidden("Only an administrator may do this.")
+        raise Forbidden(N_("Only an administrator may do this."))
 
 
 def can_see_category(viewer: Viewer, category_id: int, private: bool) -> bool:

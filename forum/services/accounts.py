@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum import passwords
-from forum.errors import Conflict, InvalidInput, NotFound
+from forum.errors import N_, Conflict, InvalidInput, NotFound
 from forum.models import Actor, ActorKind, ApiToken, LoginSession, Member
 from forum.models.base import utcnow
 from forum.services.actors import check_name, create_local_actor, ensure_name_free, normalize_name
@@ -37,7 +37,7 @@ async def register(
     email = email.strip()
     check_name(username)
     if not _EMAIL.match(email):
-        raise InvalidInput("Enter an email address such as name@example.org.", field="email")
+        raise InvalidInput(N_("Enter an email address such as name@example.org."), field="email")
     check_password(password)
     await ensure_name_free(session, username)
     await ensure_unique_email(session, email)
@@ -57,9 +57,13 @@ async def register(
 
 def check_password(password: str) -> None:
     if len(password) < passwords.MIN_LENGTH:
-        raise InvalidInput(f"A password has at least {passwords.MIN_LENGTH} characters.", field="password")
+        raise InvalidInput(
+            N_("A password has at least %(count)d characters."), field="password", count=passwords.MIN_LENGTH
+        )
     if len(password) > passwords.MAX_LENGTH:
-        raise InvalidInput(f"A password has at most {passwords.MAX_LENGTH} characters.", field="password")
+        raise InvalidInput(
+            N_("A password has at most %(count)d characters."), field="password", count=passwords.MAX_LENGTH
+        )
 
 
 async def find_member(session: AsyncSession, name_or_email: str) -> Member | None:
@@ -73,7 +77,7 @@ async def find_member(session: AsyncSession, name_or_email: str) -> Member | Non
 async def get_member(session: AsyncSession, name: str) -> Member:
     member = await find_member(session, name)
     if member is None or "@" in name:
-        raise NotFound(f"No member is named “{name}”.")
+        raise NotFound(N_("No member is named “%(name)s”."), name=name)
     return member
 
 
@@ -119,7 +123,7 @@ async def end_session(session: AsyncSession, session_id: str) -> None:
 
 async def set_preferences(session: AsyncSession, member: Member, *, language: str | None, theme: str | None) -> None:
     if language is not None and language not in ("", *LANGUAGES):
-        raise InvalidInput("Choose English or French.", field="language")
+        raise InvalidInput(N_("Choose English or French."), field="language")
     member.language = language or None
     member.theme = theme or None
     await session.flush()
@@ -133,7 +137,7 @@ async def create_token(session: AsyncSession, member: Member, name: str) -> tupl
     """A new personal access token; the plain text is shown once and never stored."""
     name = name.strip()
     if not name or len(name) > 100:
-        raise InvalidInput("Name the token (at most 100 characters).", field="name")
+        raise InvalidInput(N_("Name the token (at most 100 characters)."), field="name")
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(member_id=member.id, name=name, token_hash=_token_hash(plain), prefix=plain[:10])
     session.add(token)
@@ -155,7 +159,7 @@ async def revoke_token(session: AsyncSession, member: Member, token_id: int) -> 
         .values(revoked_at=utcnow())
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise NotFound("No such token.")
+        raise NotFound(N_("No such token."))
 
 
 async def member_for_token(session: AsyncSession, plain: str) -> tuple[Member, ApiToken] | None:
@@ -175,4 +179,4 @@ async def count_members(session: AsyncSession) -> int:
 
 async def ensure_unique_email(session: AsyncSession, email: str) -> None:
     if await session.scalar(select(Member.id).where(func.lower(Member.email) == email.lower())):
-        raise Conflict("An account already uses this email address.", field="email")
+        raise Conflict(N_("An account already uses this email address."), field="email")

@@ -7,7 +7,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.errors import Conflict, InvalidInput
+from forum.errors import N_, Conflict, InvalidInput
 from forum.keys import generate_key_pair_async
 from forum.models import Actor, ActorKind
 
@@ -82,23 +82,41 @@ def normalize_name(name: str) -> str:
     return name.strip()
 
 
+_NAME_MESSAGES = {
+    "username": {
+        "empty": N_("Choose a username."),
+        "long": N_("A username has at most %(count)d characters."),
+        "pattern": N_("A username uses letters, digits and underscores, and starts with a letter or digit."),
+        "reserved": N_("“%(name)s” is reserved; choose another username."),
+        "taken": N_("“%(name)s” is already taken; choose another username."),
+    },
+    "slug": {
+        "empty": N_("Choose a slug."),
+        "long": N_("A slug has at most %(count)d characters."),
+        "pattern": N_("A slug uses letters, digits and underscores, and starts with a letter or digit."),
+        "reserved": N_("“%(name)s” is reserved; choose another slug."),
+        "taken": N_("“%(name)s” is already taken; choose another slug."),
+    },
+}
+
+
 def check_name(name: str, *, what: str = "username") -> None:
+    """Usernames and category slugs share one namespace and one shape; `what` names the field."""
+    messages = _NAME_MESSAGES[what]
     if not name:
-        raise InvalidInput(f"Choose a {what}.", field=what)
+        raise InvalidInput(messages["empty"], field=what)
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"A {what} has at most {MAX_NAME_LENGTH} characters.", field=what)
+        raise InvalidInput(messages["long"], field=what, count=MAX_NAME_LENGTH)
     if not NAME_PATTERN.match(name):
-        raise InvalidInput(
-            f"A {what} uses letters, digits and underscores, and starts with a letter or digit.", field=what
-        )
+        raise InvalidInput(messages["pattern"], field=what)
     if name.lower() in RESERVED_NAMES:
-        raise InvalidInput(f"“{name}” is reserved; choose another {what}.", field=what)
+        raise InvalidInput(messages["reserved"], field=what, name=name)
 
 
 async def ensure_name_free(session: AsyncSession, name: str, *, what: str = "username") -> None:
     taken = await session.scalar(select(Actor.id).where(Actor.username_key == name.lower(), Actor.domain == ""))
     if taken is not None:
-        raise Conflict(f"“{name}” is already taken; choose another {what}.", field=what)
+        raise Conflict(_NAME_MESSAGES[what]["taken"], field=what, name=name)
 
 
 async def create_local_actor(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.errors import InvalidInput, NotFound
+from forum.errors import N_, InvalidInput, NotFound
 from forum.events import CategoryChanged, EventBus
 from forum.models import Actor, ActorKind, Category
 from forum.permissions import Viewer, can_see_category
@@ -17,11 +17,13 @@ MAX_DESCRIPTION = 2000
 
 def _check_texts(name: str, description: str) -> None:
     if not name.strip():
-        raise InvalidInput("Give the category a name.", field="name")
+        raise InvalidInput(N_("Give the category a name."), field="name")
     if len(name) > MAX_NAME:
-        raise InvalidInput(f"A category name has at most {MAX_NAME} characters.", field="name")
+        raise InvalidInput(N_("A category name has at most %(count)d characters."), field="name", count=MAX_NAME)
     if len(description) > MAX_DESCRIPTION:
-        raise InvalidInput(f"A description has at most {MAX_DESCRIPTION} characters.", field="description")
+        raise InvalidInput(
+            N_("A description has at most %(count)d characters."), field="description", count=MAX_DESCRIPTION
+        )
 
 
 async def create_category(
@@ -75,7 +77,7 @@ async def move_category(session: AsyncSession, bus: EventBus, category_id: int, 
     ordered = list(await session.scalars(select(Category).order_by(Category.position, Category.id)))
     index = next((i for i, c in enumerate(ordered) if c.id == category_id), None)
     if index is None:
-        raise NotFound("No such category.")
+        raise NotFound(N_("No such category."))
     other = index + offset
     if 0 <= other < len(ordered):
         ordered[index], ordered[other] = ordered[other], ordered[index]
@@ -99,5 +101,5 @@ async def get_category(session: AsyncSession, viewer: Viewer, id_or_slug: str | 
         query = query.join(Category.actor).where(Actor.username_key == str(id_or_slug).lower(), Actor.domain == "")
     category = await session.scalar(query)
     if category is None or not can_see_category(viewer, category.id, category.private):
-        raise NotFound(f"No category “{id_or_slug}”.")
+        raise NotFound(N_("No category “%(name)s”."), name=str(id_or_slug))
     return category

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum import markup
-from forum.errors import Forbidden, InvalidInput, NotFound
+from forum.errors import N_, Forbidden, InvalidInput, NotFound
 from forum.events import EventBus, PostCreated, PostDeleted, PostEdited, ThreadCreated
 from forum.models import Category, Post, PostRevision, Thread
 from forum.models.base import utcnow
@@ -21,9 +21,12 @@ MAX_BODY = 50_000
 def clean_title(title: str) -> str:
     title = " ".join(title.split())
     if not title:
-        raise InvalidInput("Give the thread a title.", field="title")
+        raise InvalidInput(N_("Give the thread a title."), field="title")
     if len(title) > MAX_TITLE:
-        raise InvalidInput(f"A title has at most {MAX_TITLE} characters (this one has {len(title)}).", field="title")
+        raise InvalidInput(
+            N_("A title has at most %(count)d characters (this one has %(length)d)."),
+            field="title", count=MAX_TITLE, length=len(title),
+        )  # fmt: skip
     _refuse_control_characters(title, "title")
     return title
 
@@ -31,9 +34,12 @@ def clean_title(title: str) -> str:
 def clean_body(body: str) -> str:
     body = body.replace("\r\n", "\n").strip()
     if not body:
-        raise InvalidInput("Write something first.", field="body")
+        raise InvalidInput(N_("Write something first."), field="body")
     if len(body) > MAX_BODY:
-        raise InvalidInput(f"A post has at most {MAX_BODY:,} characters (this one has {len(body):,}).", field="body")
+        raise InvalidInput(
+            N_("A post has at most %(count)d characters (this one has %(length)d)."),
+            field="body", count=MAX_BODY, length=len(body),
+        )  # fmt: skip
     _refuse_control_characters(body, "body")
     return body
 
@@ -41,7 +47,7 @@ def clean_body(body: str) -> str:
 def _refuse_control_characters(text: str, field: str) -> None:
     for char in text:
         if char not in "\n\t" and unicodedata.category(char) == "Cc":
-            raise InvalidInput("The text holds a control character; remove it and try again.", field=field)
+            raise InvalidInput(N_("The text holds a control character; remove it and try again."), field=field)
 
 
 async def create_thread(
@@ -57,7 +63,7 @@ async def create_thread(
     require_member(viewer)
     assert viewer.actor_id is not None
     if not can_see_category(viewer, category.id, category.private):
-        raise NotFound("No such category.")
+        raise NotFound(N_("No such category."))
     title, body = clean_title(title), clean_body(body)
     rendered = markup.render(body)
     now = utcnow()
@@ -111,12 +117,12 @@ async def reply(
     assert viewer.actor_id is not None
     thread, category = await _visible_thread(session, viewer, thread_id)
     if thread.locked or thread.archived:
-        raise Forbidden("This thread is locked; it takes no new replies.")
+        raise Forbidden(N_("This thread is locked; it takes no new replies."))
     body = clean_body(body)
     if in_reply_to is not None:
         parent_thread = await session.scalar(select(Post.thread_id).where(Post.id == in_reply_to))
         if parent_thread != thread.id:
-            raise InvalidInput("The post you answer is not in this thread.", field="in_reply_to")
+            raise InvalidInput(N_("The post you answer is not in this thread."), field="in_reply_to")
     rendered = markup.render(body)
     now = utcnow()
     # One statement takes the next position and bumps the thread: concurrent replies cannot collide.
@@ -202,17 +208,17 @@ async def _visible_thread(session: AsyncSession, viewer: Viewer, thread_id: int)
         )
     ).first()
     if row is None or not can_see_category(viewer, row[1].id, row[1].private):
-        raise NotFound("No such thread.")
+        raise NotFound(N_("No such thread."))
     return row[0], row[1]
 
 
 async def _editable_post(session: AsyncSession, viewer: Viewer, post_id: int) -> tuple[Post, Thread, Category]:
     post = await session.get(Post, post_id)
     if post is None:
-        raise NotFound("No such post.")
+        raise NotFound(N_("No such post."))
     thread, category = await _visible_thread(session, viewer, post.thread_id)
     if not can_edit_post(viewer, post.author_id):
-        raise Forbidden("Only its author may change this post.")
+        raise Forbidden(N_("Only its author may change this post."))
     if post.deleted_at is not None or post.removed_at is not None:
-        raise Forbidden("This post was deleted.")
+        raise Forbidden(N_("This post was deleted."))
     return post, thread, category

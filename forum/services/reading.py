@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from forum.errors import InvalidInput, NotFound
+from forum.errors import N_, InvalidInput, NotFound
 from forum.models import Actor, Category, Post, PostRevision, Thread
 from forum.permissions import Viewer, can_see_category
 
@@ -107,13 +107,13 @@ async def thread_page(session: AsyncSession, viewer: Viewer, thread_id: int, pag
         )
     ).first()
     if row is None or not can_see_category(viewer, row[1].id, row[1].private):
-        raise NotFound("No such thread.")
+        raise NotFound(N_("No such thread."))
     thread, category = row[0], row[1]
     page_count = max(1, math.ceil(thread.post_count / POSTS_PER_PAGE))
     if page is None:
         page = page_count
     if page < 1 or page > page_count:
-        raise NotFound(f"This thread has {page_count} page(s).")
+        raise NotFound(N_("This thread has no page %(page)d."), page=page)
     first = (page - 1) * POSTS_PER_PAGE + 1
     result = await session.execute(
         select(
@@ -152,7 +152,7 @@ async def post_location(session: AsyncSession, viewer: Viewer, post_id: int) -> 
         )
     ).first()
     if row is None or not can_see_category(viewer, row[2], row[3]):
-        raise NotFound("No such post.")
+        raise NotFound(N_("No such post."))
     return row[0], (row[1] - 1) // POSTS_PER_PAGE + 1
 
 
@@ -190,7 +190,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         stamp, thread_id = raw.split("|")
         return datetime.fromisoformat(stamp), int(thread_id)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInput("That page link is damaged; go back to the first page.") from error
+        raise InvalidInput(N_("That page link is damaged; go back to the first page.")) from error
 
 
 async def category_threads(
@@ -271,5 +271,5 @@ async def find_actor(session: AsyncSession, handle: str) -> Actor:
     name, _, domain = handle.partition("@")
     actor = await session.scalar(select(Actor).where(Actor.username_key == name.lower(), Actor.domain == domain))
     if actor is None:
-        raise NotFound(f"No one is named “{handle}” here.")
+        raise NotFound(N_("No one is named “%(name)s” here."), name=handle)
     return actor

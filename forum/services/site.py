@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.errors import Forbidden, InvalidInput
+from forum.errors import N_, Forbidden, InvalidInput
 from forum.events import EventBus, SiteChanged
 from forum.models import InstanceSetting, Member
 from forum.models.base import utcnow
@@ -53,11 +53,11 @@ async def save_site(
 ) -> None:
     name = name.strip()
     if not name or len(name) > 100:
-        raise InvalidInput("The instance needs a name of at most 100 characters.", field="name")
+        raise InvalidInput(N_("The instance needs a name of at most 100 characters."), field="name")
     if len(description) > 5000 or len(rules) > 20000:
-        raise InvalidInput("The description or the rules are too long.", field="description")
+        raise InvalidInput(N_("The description or the rules are too long."), field="description")
     if theme not in themes:
-        raise InvalidInput("Pick one of the installed themes.", field="theme")
+        raise InvalidInput(N_("Pick one of the installed themes."), field="theme")
     for key, value in (("name", name), ("description", description.strip()), ("rules", rules.strip()),
                        ("theme", theme)):  # fmt: skip
         await _put(session, key, value)
@@ -91,11 +91,11 @@ async def complete_setup(
 ) -> Member:  # fmt: skip
     """Create the first (admin) account when the one-time code is right; the code then stops working."""
     if not await needs_setup(session):
-        raise Forbidden("This forum already has an administrator.")
+        raise Forbidden(N_("This forum already has an administrator."))
     stored = await session.get(InstanceSetting, SETUP_CODE_KEY)
     given = hashlib.sha256(code.strip().encode()).hexdigest()
     if stored is None or not hmac.compare_digest(str(stored.value), given):
-        raise InvalidInput("That setup code is not the one `forum serve` printed.", field="code")
+        raise InvalidInput(N_("That setup code is not the one `forum serve` printed."), field="code")
     member = await accounts.register(
         session, base_url, username=username, email=email, password=password, role="admin", language=language
     )

@@ -176,7 +176,7 @@ async def settings_page(request: Request) -> Response:
                 else:
                     raise InvalidInput(_("Unknown action."))
             except ForumError as error:
-                context.update(error=error.message, error_field=error.field)
+                context.update(error=error.localized(_), error_field=error.field)
                 status = error.status
         context["member"] = member
         context["tokens"] = await accounts.list_tokens(session, member)
@@ -198,7 +198,7 @@ async def choose_language(request: Request) -> Response:
 def _refused(request: Request, state: PageState, template: str, form: dict[str, str], error: ForumError) -> Response:
     headers = {"Retry-After": str(error.retry_after)} if hasattr(error, "retry_after") else {}
     response = render(
-        request, state, template, {"form": _kept(form), "error": error.message, "error_field": error.field},
+        request, state, template, {"form": _kept(form), "error": error.localized(_), "error_field": error.field},
         error.status,
     )  # fmt: skip
     response.headers.update(headers)

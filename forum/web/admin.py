@@ -35,7 +35,7 @@ async def admin(request: Request) -> Response:
                 await _apply(session, forum, form)
             return redirect("/admin?saved=1")
         except ForumError as error:
-            context.update(error=error.message, error_field=error.field, failed_action=form.get("action"))
+            context.update(error=error.localized(_), error_field=error.field, failed_action=form.get("action"))
             status = error.status
     async with forum.read() as session:
         context["categories"] = await category_service.list_categories(session, state.viewer)

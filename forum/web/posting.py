@@ -49,7 +49,7 @@ async def new_thread(request: Request) -> Response:
     except ForumError as error:
         return render(
             request, state, "new_thread.html",
-            {"category": category, "form": form, "error": error.message, "error_field": error.field},
+            {"category": category, "form": form, "error": error.localized(_), "error_field": error.field},
             error.status,
         )  # fmt: skip
     return redirect(f"/t/{thread.id}")
@@ -75,7 +75,7 @@ async def reply(request: Request) -> Response:
     except ForumError as error:
         async with forum.read() as session:
             last_page = await reading.thread_page(session, state.viewer, thread_id, page=None)
-        form.update(error=error.message, error_field=error.field)
+        form.update(error=error.localized(_), error_field=error.field)
         return thread_response(request, state, last_page, form, error.status)
     return redirect(f"/p/{post.id}")
 
@@ -138,7 +138,7 @@ async def edit(request: Request) -> Response:
             request,
             state,
             "edit.html",
-            {**context, "error": error.message, "error_field": error.field},
+            {**context, "error": error.localized(_), "error_field": error.field},
             error.status,
         )
     return redirect(f"/p/{post_id}")

@@ -40,3 +40,15 @@ format: $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Refresh the translation catalogs from the sources: forum/locale/messages.pot, then en and fr.
+# New strings arrive untranslated (tests/forum/test_i18n.py then names them); strings gone from
+# the sources leave the catalogs.
+.PHONY: messages
+messages: $(STAMP)
+	$(BIN)/pybabel extract --mapping-file=babel.cfg --output-file=forum/locale/messages.pot \
+		--project=Jardin --add-location=file --no-wrap .
+	for lang in en fr; do \
+		$(BIN)/pybabel update --input-file=forum/locale/messages.pot --output-dir=forum/locale \
+			--locale=$$lang --init-missing --no-fuzzy-matching --ignore-obsolete --no-wrap || exit 1; \
+	done

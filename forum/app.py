@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
@@ -34,6 +35,7 @@ from forum.permissions import Viewer
 from forum.ports import NoFederation, RemoteResolver
 from forum.ratelimit import RateLimiter
 from forum.services.maintenance import prune_expired_sessions
+from forum.services.reading import ThreadPage
 from forum.services.site import SiteInfo
 from forum.web import account, admin, misc, pages, posting
 from forum.web.api import routes as api_routes
@@ -69,9 +71,12 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
     """Everything the routes share; nothing here does I/O (the engine connects lazily)."""
     engine = create_engine(settings.database_url)
     sessions = sessionmaker(engine)
-    pages_cache: TaggedCache[CachedPage] = TaggedCache(settings.page_cache_entries)
-    viewers: TaggedCache[Viewer] = TaggedCache(10_000)
+    pages_cache: TaggedCache[CachedPage] = TaggedCache(
+        settings.page_cache_entries, max_bytes=settings.page_cache_bytes, size=lambda page: len(page.body)
+    )
+    viewers: TaggedCache[tuple[Viewer, datetime]] = TaggedCache(10_000)
     site_cache: TaggedCache[SiteInfo] = TaggedCache(4)
+    threads: TaggedCache[ThreadPage] = TaggedCache(settings.thread_cache_entries)
     templates = Templates(THEMES_DIR, {"version": __version__, "base_url": settings.base_url})
     return ForumContext(
         settings=settings,
@@ -85,7 +90,8 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
         pages=pages_cache,
         viewers=viewers,
         site_cache=site_cache,
-        invalidations=InvalidationBus(sessions, [pages_cache, viewers, site_cache]),
+        threads=threads,
+        invalidations=InvalidationBus(sessions, [pages_cache, viewers, site_cache, threads]),
     )
 
 

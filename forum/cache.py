@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -39,10 +39,18 @@ class CachedPage:
 
 
 class TaggedCache(Generic[V]):
-    """An LRU of values, each tagged with the invalidation keys it depends on."""
+    """An LRU of values, each tagged with the invalidation keys it depends on.
 
-    def __init__(self, max_entries: int) -> None:
+    Bounded by a number of entries and, when `size` is given, by the bytes it reports.
+    """
+
+    def __init__(
+        self, max_entries: int, *, max_bytes: int | None = None, size: Callable[[V], int] | None = None
+    ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._size = size
+        self.bytes = 0
         self._entries: OrderedDict[Any, tuple[V, tuple[str, ...]]] = OrderedDict()
         self._by_tag: dict[str, set[Any]] = {}
 
@@ -59,9 +67,13 @@ class TaggedCache(Generic[V]):
         tags = tuple(tags)
         self._forget(key)
         self._entries[key] = (value, tags)
+        if self._size is not None:
+            self.bytes += self._size(value)
         for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)
-        while len(self._entries) > self.max_entries:
+        while len(self._entries) > self.max_entries or (
+            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._entries) > 1
+        ):
             self._forget(next(iter(self._entries)))
 
     def invalidate(self, tag: str) -> None:
@@ -71,6 +83,7 @@ class TaggedCache(Generic[V]):
     def clear(self) -> None:
         self._entries.clear()
         self._by_tag.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -79,6 +92,8 @@ class TaggedCache(Generic[V]):
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        if self._size is not None:
+            self.bytes -= self._size(entry[0])
         for tag in entry[1]:
             keys = self._by_tag.get(tag)
             if keys is not None:

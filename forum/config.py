@@ -53,7 +53,10 @@ class Settings:
     theme: str = "default"
     default_language: str = "en"
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # Rendered pages kept for visitors, and thread pages' posts kept for members (0 turns a cache off).
     page_cache_entries: int = 2000
+    page_cache_bytes: int = 32_000_000
+    thread_cache_entries: int = 200
     log_level: str = "INFO"
 
     @property
@@ -107,6 +110,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         federation_allow_private=get("FEDERATION_ALLOW_PRIVATE", "0") in ("1", "true", "yes"),
         max_body_bytes=_parse_int("FORUM_MAX_BODY_BYTES", get("MAX_BODY_BYTES", "1000000")),
         theme=get("THEME", "default"),
+        page_cache_entries=_parse_int("FORUM_PAGE_CACHE_ENTRIES", get("PAGE_CACHE_ENTRIES", "2000")),
+        page_cache_bytes=_parse_int("FORUM_PAGE_CACHE_BYTES", get("PAGE_CACHE_BYTES", "32000000")),
+        thread_cache_entries=_parse_int("FORUM_THREAD_CACHE_ENTRIES", get("THREAD_CACHE_ENTRIES", "200")),
         log_level=get("LOG_LEVEL", "INFO").upper(),
     )
 

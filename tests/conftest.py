@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from httpx import ASGITransport, AsyncClient, Response
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from starlette.applications import Starlette
 
 from forum import migrate
@@ -36,17 +38,29 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_migrated() -> str:
-    async def reset() -> None:
-        engine = create_engine(PG_URL, pool_size=1)
-        async with engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
+def postgres_migrated() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own, made beside FORUM_TEST_DATABASE_URL's and dropped after.
 
-    asyncio.run(reset())
-    migrate.upgrade(PG_URL)
-    return PG_URL
+    Two runs sharing one database truncate each other's rows; a database per run cannot.
+    """
+    given = make_url(PG_URL)
+    name = f"{given.database}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin_dsn = given.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(admin_dsn)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = given.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -37,6 +37,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+# The largest id an INTEGER primary key holds on PostgreSQL; an id typed by a client above it
+# can name no row, and sending it to the database would fail rather than find nothing.
+MAX_ID = 2**31 - 1
+
+
+def is_id(text: str) -> bool:
+    """Whether client-given text is an id the database can hold: ASCII digits, 1 to MAX_ID."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_ID
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

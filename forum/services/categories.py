@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.errors import N_, InvalidInput, NotFound
 from forum.events import CategoryChanged, EventBus
 from forum.models import Actor, ActorKind, Category
+from forum.models.base import is_id
 from forum.permissions import Viewer, can_see_category
 from forum.services.actors import check_name, create_local_actor, ensure_name_free
 
@@ -96,7 +97,8 @@ async def get_category(session: AsyncSession, viewer: Viewer, id_or_slug: str | 
     """A category by id or slug that the viewer may see; NotFound otherwise (private ones included)."""
     query = select(Category)
     if isinstance(id_or_slug, int) or str(id_or_slug).isdigit():
-        query = query.where(Category.id == int(id_or_slug))
+        # An id the database cannot hold names no category (and would make the query fail).
+        query = query.where(Category.id == (int(id_or_slug) if is_id(str(id_or_slug)) else 0))
     else:
         query = query.join(Category.actor).where(Actor.username_key == str(id_or_slug).lower(), Actor.domain == "")
     category = await session.scalar(query)

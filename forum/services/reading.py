@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from forum.errors import N_, InvalidInput, NotFound
 from forum.models import Actor, Category, Post, PostRevision, Thread
+from forum.models.base import is_id
 from forum.permissions import Viewer, can_see_category
 
 POSTS_PER_PAGE = 50
@@ -188,7 +189,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, thread_id = raw.split("|")
-        return datetime.fromisoformat(stamp), int(thread_id)
+        when = datetime.fromisoformat(stamp)
+        # A naive time or an id out of the column's range would fail in the database, not here.
+        if when.tzinfo is None or not is_id(thread_id):
+            raise ValueError(raw)
+        return when, int(thread_id)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInput(N_("That page link is damaged; go back to the first page.")) from error
 

@@ -20,6 +20,7 @@ from forum.web.base import (
     address,
     check_csrf,
     page_state,
+    parse_id,
     read_form,
     redirect,
     render,
@@ -169,10 +170,10 @@ async def settings_page(request: Request) -> Response:
                     _token, plain = await accounts.create_token(session, member, form.get("name", ""))
                     context["new_token"] = plain
                 elif action == "revoke_token":
-                    token_id = form.get("token_id", "")
-                    if not token_id.isdigit():
+                    token_id = parse_id(form.get("token_id"))
+                    if token_id is None:
                         raise InvalidInput(_("No such token."))
-                    await accounts.revoke_token(session, member, int(token_id))
+                    await accounts.revoke_token(session, member, token_id)
                 else:
                     raise InvalidInput(_("Unknown action."))
             except ForumError as error:

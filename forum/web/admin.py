@@ -13,7 +13,7 @@ from forum.i18n import gettext_ as _
 from forum.permissions import Viewer, require_admin
 from forum.services import categories as category_service
 from forum.services import site
-from forum.web.base import check_csrf, page_state, read_form, redirect, render
+from forum.web.base import check_csrf, page_state, parse_id, read_form, redirect, render
 from forum.web.context import forum_context
 
 
@@ -56,8 +56,8 @@ async def _apply(session: Any, forum: Any, form: dict[str, str]) -> None:
             description=form.get("description", ""), private=form.get("private") == "on",
         )  # fmt: skip
     elif action in ("update_category", "move_up", "move_down"):
-        category_id = form.get("category_id", "")
-        if not category_id.isdigit():
+        category_id = str(parse_id(form.get("category_id")) or "")
+        if not category_id:
             raise InvalidInput(_("No such category."))
         if action == "update_category":
             category = await category_service.get_category(session, _admin_viewer(), int(category_id))

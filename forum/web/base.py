@@ -8,12 +8,14 @@ from urllib.parse import parse_qsl
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from forum import i18n
 from forum.errors import Forbidden, InvalidInput
-from forum.models import Member, RoleGrant
+from forum.models import LoginSession, Member, RoleGrant
+from forum.models.base import MAX_ID, is_id, utcnow
 from forum.permissions import GUEST, Viewer
 from forum.services import accounts
 from forum.services.site import SiteInfo, load_site
@@ -29,6 +31,29 @@ from forum.web.security import (
 )
 
 FORM_TYPES = ("application/x-www-form-urlencoded",)
+
+
+class IdConvertor(Convertor[int]):
+    """`{name:id}` in a route path: a record id. Starlette's `int` takes any number of digits, and an
+    id the database cannot hold made the query fail (a 500) instead of finding nothing (a 404)."""
+
+    regex = "[0-9]{1,10}"
+
+    def convert(self, value: str) -> int:
+        number = int(value)
+        return number if number <= MAX_ID else 0  # ids start at 1: 0 names no row
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+# Registered here, before the route modules (which import this one) declare `{…:id}` paths.
+register_url_convertor("id", IdConvertor())
+
+
+def parse_id(raw: str | None) -> int | None:
+    """An id typed into a form or a query string, or None when it cannot name a row."""
+    return int(raw) if raw and is_id(raw) else None
 
 
 @dataclass(frozen=True)
@@ -73,16 +98,18 @@ async def current_viewer(request: Request) -> tuple[Viewer, str | None]:
     viewer = GUEST
     if session_id is not None:
         cached = context.viewers.get(session_id)
-        if cached is not None:
-            viewer = cached
+        # The cache keeps the session's end with the viewer: a cached session still expires on time.
+        if cached is not None and cached[1] > utcnow():
+            viewer = cached[0]
         else:
             async with context.read() as session:
                 member = await accounts.member_for_session(session, session_id)
-                if member is None:
+                expires_at = await session.scalar(select(LoginSession.expires_at).where(LoginSession.id == session_id))
+                if member is None or expires_at is None:
                     session_id = None
                 else:
                     viewer = await viewer_for_member(session, member)
-                    context.viewers.put(session_id, viewer, (f"s:{session_id}", f"m:{member.id}"))
+                    context.viewers.put(session_id, (viewer, expires_at), (f"s:{session_id}", f"m:{member.id}"))
     request.state.viewer, request.state.session_id = viewer, session_id
     return viewer, session_id
 

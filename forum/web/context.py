@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -17,6 +18,7 @@ from forum.i18n import Catalogs
 from forum.permissions import Viewer
 from forum.ports import RemoteResolver
 from forum.ratelimit import RateLimiter
+from forum.services.reading import ThreadPage
 from forum.services.site import SiteInfo
 from forum.web.templating import Templates
 
@@ -32,8 +34,10 @@ class ForumContext:
     resolver: RemoteResolver
     limiter: RateLimiter
     pages: TaggedCache[CachedPage]
-    viewers: TaggedCache[Viewer]
+    # Each member's viewer with the end of the session it was looked up for.
+    viewers: TaggedCache[tuple[Viewer, datetime]]
     site_cache: TaggedCache[SiteInfo]
+    threads: TaggedCache[ThreadPage]
     invalidations: InvalidationBus
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from forum.errors import ForumError, RateLimited
+from forum.errors import N_, ForumError, RateLimited
 from forum.i18n import gettext_ as _
 from forum.web.base import page_state, render
 from forum.web.context import forum_context
@@ -50,7 +50,7 @@ async def forum_error(request: Request, error: Exception) -> Response:
         response: Response = problem(error.status, error.message, request)
     else:
         state = await page_state(request)
-        response = render(request, state, "error.html", {"status": error.status, "message": error.message},
+        response = render(request, state, "error.html", {"status": error.status, "message": error.localized(_)},
                           error.status)  # fmt: skip
     response.headers.update(headers)
     return response
@@ -58,15 +58,16 @@ async def forum_error(request: Request, error: Exception) -> Response:
 
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    # Marked here, translated below: the reader's language is known only after page_state.
     messages = {
-        404: _("There is nothing at this address."),
-        405: _("This address does not take that method."),
+        404: N_("There is nothing at this address."),
+        405: N_("This address does not take that method."),
     }
     message = messages.get(error.status_code, str(error.detail))
     if wants_problem_json(request):
         return problem(error.status_code, message, request)
     state = await page_state(request)
-    return render(request, state, "error.html", {"status": error.status_code, "message": message},
+    return render(request, state, "error.html", {"status": error.status_code, "message": _(message)},
                   error.status_code)  # fmt: skip
 
 

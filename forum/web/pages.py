@@ -13,10 +13,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from forum.cache import CachedPage
-from forum.errors import NotFound
-from forum.permissions import GUEST
+from forum.errors import N_, NotFound
+from forum.permissions import GUEST, can_see_category
 from forum.services import categories as category_service
 from forum.services import reading
+from forum.services import site as site_service
 from forum.web.base import (
     PageState,
     current_viewer,
@@ -61,6 +62,8 @@ def _store_for_visitor(
 
 
 async def home(request: Request) -> Response:
+    if await _needs_setup(request):
+        return RedirectResponse("/setup", status_code=303)
     cached, key = await _cached_for_visitor(request, ("home",))
     if cached is not None:
         return cached
@@ -86,9 +89,21 @@ async def category(request: Request) -> Response:
     return _store_for_visitor(request, key, response, (f"c:{found.id}",))
 
 
+async def _needs_setup(request: Request) -> bool:
+    """An empty forum sends its first visitor to /setup; once it has a member, this costs nothing."""
+    forum = forum_context(request)
+    if forum.extra.get("setup_done") is True:
+        return False
+    async with forum.read() as session:
+        if await site_service.needs_setup(session):
+            return True
+    forum.extra["setup_done"] = True
+    return False
+
+
 def _page_number(request: Request) -> int:
     raw = request.query_params.get("page", "1")
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         raise NotFound("No such page.")
     return int(raw)
 
@@ -100,10 +115,26 @@ async def thread(request: Request) -> Response:
     if cached is not None:
         return cached
     state = await page_state(request)
-    async with forum_context(request).read() as session:
-        view = await reading.thread_page(session, state.viewer, thread_id, page)
+    view = await cached_thread_page(request, state, thread_id, page)
     response = thread_response(request, state, view, {})
     return _store_for_visitor(request, key, response, (f"t:{thread_id}",))
+
+
+async def cached_thread_page(request: Request, state: PageState, thread_id: int, page: int) -> reading.ThreadPage:
+    """A thread page's posts, from the per-process cache when fresh, else from the database.
+
+    The cached page is the same for every viewer; whether this viewer may see it is checked on
+    every request. Entries go stale with the thread (`t:`) or its category (`c:`), across processes.
+    """
+    forum = forum_context(request)
+    view = forum.threads.get((thread_id, page))
+    if view is None:
+        async with forum.read() as session:
+            view = await reading.thread_page(session, state.viewer, thread_id, page)
+        forum.threads.put((thread_id, page), view, (f"t:{thread_id}", f"c:{view.category.id}"))
+    if not can_see_category(state.viewer, view.category.id, view.category.private):
+        raise NotFound(N_("No such thread."))
+    return view
 
 
 def thread_response(
@@ -113,7 +144,9 @@ def thread_response(
     form: dict[str, object],
     status_code: int = 200,
 ) -> Response:
-    return render(request, state, "thread.html", {"view": view, "form": form}, status_code)
+    # A refused reply carries its reason in `form`; the template shows `error` next to the reply box.
+    context = {"view": view, "form": form, "error": form.get("error"), "error_field": form.get("error_field")}
+    return render(request, state, "thread.html", context, status_code)
 
 
 async def post_permalink(request: Request) -> Response:
@@ -143,8 +176,8 @@ async def profile(request: Request) -> Response:
 routes = [
     Route("/", home, name="home"),
     Route("/c/{slug}", category, name="category"),
-    Route("/t/{thread_id:int}", thread, name="thread"),
-    Route("/p/{post_id:int}", post_permalink, name="post"),
-    Route("/p/{post_id:int}/revisions", revisions, name="revisions"),
+    Route("/t/{thread_id:id}", thread, name="thread"),
+    Route("/p/{post_id:id}", post_permalink, name="post"),
+    Route("/p/{post_id:id}/revisions", revisions, name="revisions"),
     Route("/u/{name}", profile, name="profile"),
 ]

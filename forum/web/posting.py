@@ -11,11 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from forum.errors import ForumError, InvalidInput, NotFound
+from forum.errors import ForumError, InvalidInput, NotFound, RateLimited
 from forum.i18n import gettext_ as _
 from forum.services import categories as category_service
 from forum.services import posting, reading
-from forum.web.base import check_csrf, page_state, read_form, redirect, render
+from forum.web.base import check_csrf, page_state, parse_id, read_form, redirect, render
 from forum.web.context import forum_context
 from forum.web.pages import thread_response
 
@@ -47,11 +47,11 @@ async def new_thread(request: Request) -> Response:
                 title=form.get("title", ""), body=form.get("body", ""),
             )  # fmt: skip
     except ForumError as error:
-        return render(
+        return _with_retry_after(render(
             request, state, "new_thread.html",
             {"category": category, "form": form, "error": error.localized(_), "error_field": error.field},
             error.status,
-        )  # fmt: skip
+        ), error)  # fmt: skip
     return redirect(f"/t/{thread.id}")
 
 
@@ -76,16 +76,23 @@ async def reply(request: Request) -> Response:
         async with forum.read() as session:
             last_page = await reading.thread_page(session, state.viewer, thread_id, page=None)
         form.update(error=error.localized(_), error_field=error.field)
-        return thread_response(request, state, last_page, form, error.status)
+        return _with_retry_after(thread_response(request, state, last_page, form, error.status), error)
     return redirect(f"/p/{post.id}")
+
+
+def _with_retry_after(response: Response, error: ForumError) -> Response:
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def _optional_id(raw: str | None) -> int | None:
     if not raw:
         return None
-    if not raw.isdigit():
+    post_id = parse_id(raw)
+    if post_id is None:
         raise InvalidInput(_("That reply points at no post."), field="in_reply_to")
-    return int(raw)
+    return post_id
 
 
 async def reply_form(request: Request) -> Response:
@@ -157,8 +164,8 @@ async def delete(request: Request) -> Response:
 
 routes = [
     Route("/c/{slug}/new", new_thread, methods=["GET", "POST"], name="new_thread"),
-    Route("/t/{thread_id:int}/reply", reply, methods=["POST"], name="reply"),
-    Route("/p/{post_id:int}/reply", reply_form, name="reply_form"),
-    Route("/p/{post_id:int}/edit", edit, methods=["GET", "POST"], name="edit"),
-    Route("/p/{post_id:int}/delete", delete, methods=["POST"], name="delete"),
+    Route("/t/{thread_id:id}/reply", reply, methods=["POST"], name="reply"),
+    Route("/p/{post_id:id}/reply", reply_form, name="reply_form"),
+    Route("/p/{post_id:id}/edit", edit, methods=["GET", "POST"], name="edit"),
+    Route("/p/{post_id:id}/delete", delete, methods=["POST"], name="delete"),
 ]

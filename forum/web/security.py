@@ -68,8 +68,11 @@ def origin_allowed(origin: str | None, own_origin: str, host: str | None) -> boo
 
     A browser always sends `Origin` on a cross-site POST, so a forged form from another site fails
     here even before its CSRF token is checked. The request's own `Host` counts as ours too (a
-    browser cannot forge it), so the forum also works at an address other than its base URL.
+    browser cannot forge it), so the forum also works at an address other than its base URL — with
+    the base URL's scheme: a page on `http://` (where a network attacker can write) is not our origin
+    when we serve on `https://`.
     """
     if origin is None:
         return True
-    return origin == own_origin or (host is not None and origin.split("://", 1)[-1] == host)
+    scheme = own_origin.split("://", 1)[0]
+    return origin == own_origin or (host is not None and origin == f"{scheme}://{host}")

@@ -201,9 +201,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("threads", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_threads_author_id"), ["author_id"], unique=False)
-        batch_op.create_index(
-            "ix_threads_listing", ["category_id", "pinned", "last_activity_at", "id"], unique=False
-        )
+        batch_op.create_index("ix_threads_listing", ["category_id", "pinned", "last_activity_at", "id"], unique=False)
         batch_op.create_index("ix_threads_recent", ["last_activity_at", "id"], unique=False)
 
     op.create_table(

@@ -167,9 +167,7 @@ def url_scheme(value: str) -> str | None:
     Whitespace and control/format characters are removed everywhere before looking, which is stricter than
     browsers (they drop tab/newline anywhere and C0 controls/spaces at the ends).
     """
-    cleaned = "".join(
-        char for char in value if not (char.isspace() or unicodedata.category(char) in {"Cc", "Cf"})
-    )
+    cleaned = "".join(char for char in value if not (char.isspace() or unicodedata.category(char) in {"Cc", "Cf"}))
     match = _SCHEME.match(cleaned.lower())
     return match.group(1) if match else None
 

@@ -7,10 +7,12 @@ accepted here: the API is exempt from the Origin check, so a cookie would open i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
+from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 
 from forum.errors import NotAuthenticated
@@ -19,9 +21,10 @@ from forum.models.base import utcnow
 from forum.permissions import GUEST, Viewer
 from forum.services import accounts
 from forum.web.base import viewer_for_member
-from forum.web.context import forum_context
+from forum.web.context import ForumContext, forum_context
 
 TOUCH_INTERVAL = timedelta(minutes=1)
+log = logging.getLogger("forum.api")
 MAX_TOKEN_LENGTH = 200
 
 
@@ -71,17 +74,24 @@ async def authenticate(request: Request) -> Caller:
             raise InvalidToken("This token is unknown or was revoked.")
         member, token = found
         viewer = await viewer_for_member(session, member)
-        now = utcnow()
-        last_used = token.last_used_at
-        stale = last_used is None or now - last_used >= TOUCH_INTERVAL
-        info = TokenInfo(token.id, token.name, token.prefix, token.created_at, now if stale else last_used)
-        if stale:
-            # Conditional, so concurrent requests from one token write once.
+    now = utcnow()
+    stale = token.last_used_at is None or now - token.last_used_at >= TOUCH_INTERVAL
+    if stale:
+        await _touch(forum, token.id, now)
+    info = TokenInfo(token.id, token.name, token.prefix, token.created_at, now if stale else token.last_used_at)
+    return Caller(viewer, info)
+
+
+async def _touch(forum: ForumContext, token_id: int, now: datetime) -> None:
+    """Record the token's use, in its own short transaction; conditional, so concurrent requests
+    write once. It is bookkeeping: a busy database must not fail the request it belongs to."""
+    try:
+        async with forum.sessions() as session, session.begin():
             await session.execute(
                 update(ApiToken)
-                .where(ApiToken.id == token.id)
+                .where(ApiToken.id == token_id)
                 .where(or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - TOUCH_INTERVAL))
                 .values(last_used_at=now)
             )
-            await session.commit()
-    return Caller(viewer, info)
+    except OperationalError:
+        log.warning("could not record the use of API token %d", token_id, exc_info=True)

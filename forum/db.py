@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# SQLite takes one writer at a time and each aiosqlite connection is a thread of its own: past a
+# few connections, more add GIL contention and page-cache memory, not throughput.
+SQLITE_POOL_SIZE = 4
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -18,7 +21,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(
             database_url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_size=pool_size,
+            pool_size=min(pool_size, SQLITE_POOL_SIZE),
             max_overflow=0,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -149,7 +149,7 @@ async def settings_page(request: Request) -> Response:
     if not state.viewer.is_member:
         return redirect("/login?next=/settings")
     assert state.viewer.member_id is not None
-    context: dict[str, Any] = {}
+    context: dict[str, Any] = {"saved_notice": request.query_params.get("saved") == "1"}
     status = 200
     async with forum.write() as session:
         member = await session.get(Member, state.viewer.member_id)

@@ -23,7 +23,7 @@ async def admin(request: Request) -> Response:
     if not state.viewer.is_member:
         return redirect("/login?next=/admin")
     require_admin(state.viewer)
-    context: dict[str, Any] = {"form": {}}
+    context: dict[str, Any] = {"form": {}, "saved_notice": request.query_params.get("saved") == "1"}
     status = 200
     if request.method == "POST":
         form: dict[str, str] = {}

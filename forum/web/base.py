@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from forum import i18n
-from forum.errors import Forbidden, InvalidInput
+from forum.errors import N_, Forbidden, InvalidInput
 from forum.models import LoginSession, Member, RoleGrant
 from forum.models.base import MAX_ID, is_id, utcnow
 from forum.permissions import GUEST, Viewer
@@ -200,17 +200,17 @@ async def read_form(request: Request) -> dict[str, str]:
     """The posted form, decoded strictly: invalid UTF-8 is refused, not silently replaced."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in FORM_TYPES:
-        raise InvalidInput("Send the form as application/x-www-form-urlencoded.")
+        raise InvalidInput(N_("Send the form as application/x-www-form-urlencoded."))
     body = await request.body()
     try:
         text = body.decode("ascii")
         pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=200)
     except (UnicodeDecodeError, ValueError) as error:
-        raise InvalidInput("The form holds text that is not valid UTF-8.") from error
+        raise InvalidInput(N_("The form holds text that is not valid UTF-8.")) from error
     form: dict[str, str] = {}
     for key, value in pairs:
         if "\x00" in value:
-            raise InvalidInput("The form holds a NUL character.")
+            raise InvalidInput(N_("The form holds a NUL character."))
         form.setdefault(key, value)
     return form
 

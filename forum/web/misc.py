@@ -64,11 +64,16 @@ async def http_error(request: Request, error: Exception) -> Response:
         405: N_("This address does not take that method."),
     }
     message = messages.get(error.status_code, str(error.detail))
+    response: Response
     if wants_problem_json(request):
-        return problem(error.status_code, message, request)
-    state = await page_state(request)
-    return render(request, state, "error.html", {"status": error.status_code, "message": _(message)},
-                  error.status_code)  # fmt: skip
+        response = problem(error.status_code, message, request)
+    else:
+        state = await page_state(request)
+        response = render(request, state, "error.html", {"status": error.status_code, "message": _(message)},
+                          error.status_code)  # fmt: skip
+    # A 405 names the methods the address takes (RFC 9110).
+    response.headers.update(error.headers or {})
+    return response
 
 
 routes = [

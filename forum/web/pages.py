@@ -104,7 +104,7 @@ async def _needs_setup(request: Request) -> bool:
 def _page_number(request: Request) -> int:
     raw = request.query_params.get("page", "1")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
-        raise NotFound("No such page.")
+        raise NotFound(N_("No such page."))
     return int(raw)
 
 

@@ -111,7 +111,7 @@ async def reply_form(request: Request) -> Response:
     body = ""
     if request.query_params.get("quote"):
         quoted = "\n".join(f"> {line}" if line else ">" for line in target.source.splitlines())
-        body = f"@{target.author.handle} wrote:\n{quoted}\n\n"
+        body = _("@%(name)s wrote:") % {"name": target.author.handle} + f"\n{quoted}\n\n"
     return render(request, state, "reply.html", {"view": view, "target": target, "form": {"body": body}})
 
 

@@ -77,3 +77,28 @@ async def test_visitor_page_is_cached_and_revalidated(client: AsyncClient, setti
         changed = await visitor.get(thread_url, headers={"If-None-Match": etag})
         assert changed.status_code == 200
         assert "fresh reply" in changed.text
+
+
+async def test_saved_preferences_are_confirmed(client: AsyncClient) -> None:
+    await register(client, "erin")
+    saved = await submit(client, "/settings", {"action": "preferences", "language": "", "theme": ""})
+    assert saved.status_code == 303
+    page = await client.get(saved.headers["location"])
+    assert 'role="status"' in page.text
+    assert "Your preferences are saved." in page.text
+
+
+async def test_wrong_method_names_the_allowed_ones(client: AsyncClient) -> None:
+    response = await client.post("/t/1", headers={"Origin": BASE_URL, "Accept": "text/html"})
+    assert response.status_code == 405
+    assert "GET" in response.headers["allow"]
+
+
+async def test_quote_prefills_the_reply_with_the_quoted_text(client: AsyncClient, settings: Settings) -> None:
+    await make_category(settings, "general", "General")
+    await register(client, "fanny")
+    created = await submit(client, "/c/general/new", {"title": "Quotes", "body": "line one\n\nline two"})
+    thread = await client.get(created.headers["location"])
+    post_id = thread.text.split('id="p', 1)[1].split('"', 1)[0]
+    form = await client.get(f"/p/{post_id}/reply?quote=1")
+    assert "@fanny wrote:\n&gt; line one\n&gt;\n&gt; line two" in form.text

@@ -4,6 +4,7 @@ FORUM_TEST_DATABASE_URL is set), the real ASGI app, and an HTTP client that fill
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ from forum.app import create_app
 from forum.config import Settings
 from forum.db import create_engine
 from forum.models import Base
+from forum.web.context import ForumContext
 
 BASE_URL = "http://127.0.0.1:8000"
 PG_URL = os.environ.get("FORUM_TEST_DATABASE_URL", "")
@@ -104,6 +106,22 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
 async def client(app: Starlette) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(transport=ASGITransport(app=app), base_url=BASE_URL) as http:
         yield http
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No request in any test may end in the 500 page: input from people and peers gets a clear 4xx."""
+    caplog.set_level(logging.ERROR, logger="forum.errors")
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.name == "forum.errors" and r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def forum_of(client: AsyncClient) -> ForumContext:
+    """The ForumContext of the app behind an ASGI test client."""
+    app: Starlette = client._transport.app  # type: ignore[attr-defined]
+    context: ForumContext = app.state.forum
+    return context
 
 
 def csrf_from(page: Response) -> str:

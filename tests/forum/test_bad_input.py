@@ -4,8 +4,7 @@ refused form keeps what was typed, and nothing ever ends in a 500."""
 from __future__ import annotations
 
 import base64
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from httpx import ASGITransport, AsyncClient, Response
@@ -14,25 +13,11 @@ from sqlalchemy import func, select
 from forum.app import create_app
 from forum.config import Settings
 from forum.models import Post, Thread
-from forum.web.context import ForumContext
-from tests.conftest import BASE_URL, csrf_from, register, submit
+from tests.conftest import BASE_URL, csrf_from, forum_of, register, submit
 from tests.factories import make_category, make_member
 
 PASSWORD = "correct horse battery"
 FORM = {"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE_URL}
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.ERROR, logger="forum.errors")
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.name == "forum.errors" and r.levelno >= logging.ERROR]
-    assert errors == []
-
-
-def forum_of(client: AsyncClient) -> ForumContext:
-    context: ForumContext = client._transport.app.state.forum  # type: ignore[attr-defined]
-    return context
 
 
 async def post_count(client: AsyncClient) -> int:

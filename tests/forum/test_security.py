@@ -4,17 +4,15 @@ hashing, read-only reading, sanitized pages, private categories and the first-ru
 from __future__ import annotations
 
 import html
-import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 
 import pytest
 from argon2 import PasswordHasher
 from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy import func, select, update
-from starlette.applications import Starlette
 
 from forum.app import create_app
 from forum.config import Settings
@@ -22,7 +20,7 @@ from forum.models import Actor, Base, Member, Thread
 from forum.services import site
 from forum.web.context import ForumContext
 from forum.web.security import CSRF_COOKIE, SESSION_COOKIE
-from tests.conftest import BASE_URL, csrf_from, register, submit
+from tests.conftest import BASE_URL, csrf_from, forum_of, register, submit
 from tests.factories import make_category, make_member
 
 PASSWORD = "correct horse battery"
@@ -30,21 +28,6 @@ FORM_ROUTES = [
     "/register", "/login", "/logout", "/c/x/new", "/t/1/reply", "/p/1/edit", "/p/1/delete", "/settings",
     "/admin", "/setup",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """No request in these tests may end in the 500 page."""
-    caplog.set_level(logging.ERROR, logger="forum.errors")
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.name == "forum.errors" and r.levelno >= logging.ERROR]
-    assert errors == []
-
-
-def forum_of(client: AsyncClient) -> ForumContext:
-    app: Starlette = client._transport.app  # type: ignore[attr-defined]
-    context: ForumContext = app.state.forum
-    return context
 
 
 async def table_counts(forum: ForumContext) -> dict[str, int]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from httpx import AsyncClient
 from itsdangerous import URLSafeSerializer
 from sqlalchemy import func, select, update
@@ -15,24 +12,10 @@ from sqlalchemy import func, select, update
 from forum.models import LoginSession
 from forum.models.base import utcnow
 from forum.services.maintenance import prune_expired_sessions
-from forum.web.context import ForumContext
 from forum.web.security import SESSION_COOKIE
-from tests.conftest import BASE_URL, register, submit
+from tests.conftest import BASE_URL, forum_of, register, submit
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.ERROR, logger="forum.errors")
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.name == "forum.errors" and r.levelno >= logging.ERROR]
-    assert errors == []
-
-
-def forum_of(client: AsyncClient) -> ForumContext:
-    context: ForumContext = client._transport.app.state.forum  # type: ignore[attr-defined]
-    return context
 
 
 async def is_logged_in(client: AsyncClient) -> bool:

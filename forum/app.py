@@ -136,6 +136,7 @@ def create_app(
                 max_body_bytes=settings.max_body_bytes,
                 own_origin=settings.origin,
                 origin_exempt=lambda path: path.startswith("/api/") or path.endswith("/inbox"),
+                translate=forum.catalogs.translate,
             )
         ],
         exception_handlers={ForumError: misc.forum_error, HTTPException: misc.http_error},

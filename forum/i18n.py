@@ -38,6 +38,10 @@ class Catalogs:
                 buffer.seek(0)
                 self._translations[language] = gettext.GNUTranslations(buffer)
 
+    def translate(self, language: str, message: str) -> str:
+        """`message` in `language`, for code that runs outside a request's context."""
+        return self._translations.get(language, self._translations["en"]).gettext(message)
+
     def activate(self, language: str) -> None:
         """Make `language` the current request's language (a context variable: per task)."""
         language = language if language in LANGUAGES else DEFAULT_LANGUAGE

@@ -10,14 +10,23 @@ import time
 from collections.abc import Callable
 from html import escape
 
+from babel.numbers import format_decimal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forum.web.security import origin_allowed
+from forum.errors import N_
+from forum.i18n import LANGUAGES, negotiate
+from forum.web.security import LANGUAGE_COOKIE, origin_allowed
 
 log = logging.getLogger("forum.access")
 error_log = logging.getLogger("forum.errors")
 
 SAFE_METHODS = {b"GET", b"HEAD", b"OPTIONS", "GET", "HEAD", "OPTIONS"}
+_READ_HEADERS = (b"content-length", b"origin", b"host", b"accept", b"accept-language", b"cookie")
+
+_BAD_LENGTH = N_("Content-Length is not a number.")
+_TOO_LARGE = N_("The request is larger than this forum accepts (%(count)s bytes at most).")
+_CROSS_SITE = N_("This request came from another site's page; it was refused.")
+_FAILED = N_("Something went wrong on our side. If you tell the operator, give them this id: %(id)s")
 
 
 class BodyTooLarge(Exception):
@@ -34,8 +43,10 @@ class ForumMiddleware:
         max_body_bytes: int,
         own_origin: str,
         origin_exempt: Callable[[str], bool],
+        translate: Callable[[str, str], str],
     ) -> None:
         self.app = app
+        self.translate = translate
         self.max_body_bytes = max_body_bytes
         self.own_origin = own_origin
         self.origin_exempt = origin_exempt
@@ -48,7 +59,7 @@ class ForumMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 0
-        headers = {k: v for k, v in scope["headers"] if k in (b"content-length", b"origin", b"host", b"accept")}
+        headers = {k: v for k, v in scope["headers"] if k in _READ_HEADERS}
         response_started = False
 
         async def send_with_id(message: Message) -> None:
@@ -63,23 +74,19 @@ class ForumMiddleware:
         try:
             refusal = self._refusal(scope, headers)
             if refusal is not None:
-                status_code, detail = refusal
-                await _send_problem(send_with_id, status_code, detail, request_id, headers.get(b"accept", b""))
+                status_code, detail, params = refusal
+                await self._send_problem(send_with_id, status_code, detail, params, request_id, headers)
                 return
             await self.app(scope, self._limited(receive), send_with_id)
         except BodyTooLarge:
             if not response_started:
-                await _send_problem(
-                    send_with_id, 413, self._too_large_message(), request_id, headers.get(b"accept", b"")
+                await self._send_problem(
+                    send_with_id, 413, _TOO_LARGE, {"count": self.max_body_bytes}, request_id, headers
                 )
         except Exception:
             error_log.exception("request %s failed: %s %s", request_id, scope["method"], scope["path"])
             if not response_started:
-                await _send_problem(
-                    send_with_id, 500,
-                    f"Something went wrong on our side. If you tell the operator, give them this id: {request_id}",
-                    request_id, headers.get(b"accept", b""),
-                )  # fmt: skip
+                await self._send_problem(send_with_id, 500, _FAILED, {"id": request_id}, request_id, headers)
         finally:
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -87,16 +94,13 @@ class ForumMiddleware:
                     (time.perf_counter() - started) * 1000,
                 )  # fmt: skip
 
-    def _too_large_message(self) -> str:
-        return f"The request is larger than this forum accepts ({self.max_body_bytes:,} bytes at most)."
-
-    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, str, dict[str, object]] | None:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
-                return 400, "Content-Length is not a number."
+                return 400, _BAD_LENGTH, {}
             if int(length) > self.max_body_bytes:
-                return 413, self._too_large_message()
+                return 413, _TOO_LARGE, {"count": self.max_body_bytes}
         if scope["method"] not in SAFE_METHODS and not self.origin_exempt(scope["path"]):
             origin = headers.get(b"origin")
             host = headers.get(b"host")
@@ -105,7 +109,7 @@ class ForumMiddleware:
                 self.own_origin,
                 host.decode("latin-1") if host is not None else None,
             ):
-                return 403, "This request came from another site's page; it was refused."
+                return 403, _CROSS_SITE, {}
         return None
 
     def _limited(self, receive: Receive) -> Receive:
@@ -123,21 +127,56 @@ class ForumMiddleware:
 
         return limited_receive
 
+    async def _send_problem(
+        self, send: Send, status: int, template: str, params: dict[str, object], request_id: str,
+        headers: dict[bytes, bytes],
+    ) -> None:  # fmt: skip
+        """A minimal answer for refusals made before routing: problem+json, or a plain page for browsers.
 
-async def _send_problem(send: Send, status: int, detail: str, request_id: str, accept: bytes) -> None:
-    """A minimal answer for refusals made before routing: problem+json, or plain HTML for browsers."""
-    if b"text/html" in accept:
+        Browsers get it in their language (the language cookie, else Accept-Language): a member's
+        saved choice is not known this early.
+        """
+        if b"text/html" not in headers.get(b"accept", b""):
+            detail = template % _numbers(params, "en")
+            await _send(send, status, _problem_json(status, detail, request_id), b"application/problem+json")
+            return
+        language = _cookie(headers.get(b"cookie", b""), LANGUAGE_COOKIE) or negotiate(
+            headers.get(b"accept-language", b"").decode("latin-1")
+        )
+        detail = self.translate(language, template) % _numbers(params, language)
         body = (
-            f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head>"
-            f"<body><h1>{status}</h1><p>{escape(detail)}</p><p><small>{request_id}</small></p></body></html>"
+            f'<!doctype html><html lang="{escape(language)}"><head><meta charset=utf-8><title>{status}</title>'
+            f"</head><body><h1>{status}</h1><p>{escape(detail)}</p><p><small>{request_id}</small></p></body></html>"
         ).encode()
-        media_type = b"text/html; charset=utf-8"
-    else:
-        body = json.dumps(
+        await _send(send, status, body, b"text/html; charset=utf-8")
+
+
+def _problem_json(status: int, detail: str, request_id: str) -> bytes:
+    return json.dumps(
             {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status, "detail": detail,
-             "request_id": request_id}
-        ).encode()  # fmt: skip
-        media_type = b"application/problem+json"
+         "request_id": request_id}
+    ).encode()  # fmt: skip
+
+
+def _numbers(params: dict[str, object], language: str) -> dict[str, object]:
+    """Numbers written the reader's way: 1,000,000 in English, 1 000 000 in French."""
+    return {
+        key: format_decimal(value, locale=language if language in LANGUAGES else "en")
+        if isinstance(value, int)
+        else value
+        for key, value in params.items()
+    }
+
+
+def _cookie(header: bytes, name: str) -> str | None:
+    for part in header.decode("latin-1").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+async def _send(send: Send, status: int, body: bytes, media_type: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

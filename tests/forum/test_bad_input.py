@@ -341,3 +341,15 @@ async def test_admin_refusals(client: AsyncClient, settings: Settings, data: dic
     token = await token_of(client)
     response = await client.post("/admin", data={**data, "csrf_token": token}, headers=FORM)
     assert 400 <= response.status_code < 500, response.text[:500]
+
+
+async def test_refusals_before_routing_speak_the_browsers_language(client: AsyncClient) -> None:
+    response = await client.post(
+        "/register", content=b"x" * 10, headers={
+            "Origin": "https://evil.example", "Accept": "text/html", "Accept-Language": "fr-FR,fr;q=0.9",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )  # fmt: skip
+    assert response.status_code == 403
+    assert '<html lang="fr">' in response.text
+    assert "elle a été refusée" in response.text

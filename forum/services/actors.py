@@ -95,6 +95,7 @@ _NAME_MESSAGES = {
         "long": N_("A slug has at most %(count)d characters."),
         "pattern": N_("A slug uses letters, digits and underscores, and starts with a letter or digit."),
         "reserved": N_("“%(name)s” is reserved; choose another slug."),
+        "digits": N_("A slug needs at least one letter: addresses made only of digits are ids."),
         "taken": N_("“%(name)s” is already taken; choose another slug."),
     },
 }
@@ -111,6 +112,8 @@ def check_name(name: str, *, what: str = "username") -> None:
         raise InvalidInput(messages["pattern"], field=what)
     if name.lower() in RESERVED_NAMES:
         raise InvalidInput(messages["reserved"], field=what, name=name)
+    if what == "slug" and name.isdigit():
+        raise InvalidInput(messages["digits"], field=what)
 
 
 async def ensure_name_free(session: AsyncSession, name: str, *, what: str = "username") -> None:

@@ -27,7 +27,7 @@ from forum.web.base import (
     safe_next,
     session_cookie_value,
 )
-from forum.web.context import forum_context
+from forum.web.context import ForumContext, forum_context
 from forum.web.security import LANGUAGE_COOKIE, SESSION_COOKIE
 
 KEPT_FIELDS = ("username", "email", "next", "code")
@@ -93,7 +93,10 @@ async def login(request: Request) -> Response:
             limits.login_window,
             message,
         )
-        forum.limiter.hit("login", f"account:{name.lower()}", limits.login_per_account, limits.login_window, message)
+        forum.limiter.hit(
+            "login", f"account:{await _account_key(forum, name)}", limits.login_per_account, limits.login_window,
+            message,
+        )  # fmt: skip
         async with forum.write() as session:
             member = await accounts.authenticate(session, name, form.get("password", ""))
             if member is None:
@@ -204,6 +207,16 @@ def _refused(request: Request, state: PageState, template: str, form: dict[str, 
     )  # fmt: skip
     response.headers.update(headers)
     return response
+
+
+async def _account_key(forum: ForumContext, name: str) -> str:
+    """One counter per account, whether it is named by username or by email address."""
+    if "@" in name:
+        async with forum.read() as session:
+            member = await accounts.find_member(session, name)
+        if member is not None:
+            return member.actor.username_key
+    return name.lower()
 
 
 def _address_key(request: Request) -> str:

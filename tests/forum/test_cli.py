@@ -257,3 +257,16 @@ def test_db_current_on_a_fresh_dir(tmp_path: Path) -> None:
 
 def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
     refused(run_forum(tmp_path, "db", "current", database_url="mysql://nope"), "FORUM_DATABASE_URL")
+
+
+def test_a_slug_of_digits_only_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "FORUM_DATA_DIR": str(tmp_path)}
+    env.pop("FORUM_DATABASE_URL", None)
+    subprocess.run([sys.executable, "-m", "forum.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "forum.cli", "category", "create", "123", "--name", "Numbers"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("forum: A slug needs at least one letter")
+    assert "Traceback" not in result.stderr

@@ -102,3 +102,13 @@ async def test_quote_prefills_the_reply_with_the_quoted_text(client: AsyncClient
     post_id = thread.text.split('id="p', 1)[1].split('"', 1)[0]
     form = await client.get(f"/p/{post_id}/reply?quote=1")
     assert "@fanny wrote:\n&gt; line one\n&gt;\n&gt; line two" in form.text
+
+
+async def test_post_actions_are_named_by_their_author(client: AsyncClient, settings: Settings) -> None:
+    await make_category(settings, "general", "General")
+    await register(client, "hana")
+    created = await submit(client, "/c/general/new", {"title": "Names", "body": "text"})
+    page = await client.get(created.headers["location"])
+    assert 'aria-label="Reply to hana"' in page.text
+    assert 'aria-label="Quote hana"' in page.text
+    assert 'aria-label="Edit your post"' in page.text

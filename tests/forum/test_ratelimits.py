@@ -196,3 +196,15 @@ async def test_ipv6_clients_count_per_64(settings: Settings) -> None:
             assert (await try_login(mapped, "fay")).status_code == 422
             assert (await try_login(plain, "gus")).status_code == 422
             assert_limited(await try_login(plain, "hal"), LOGIN_MESSAGE)
+
+
+async def test_login_limit_counts_one_account_by_name_and_by_email(settings: Settings) -> None:
+    limited = settings.with_changes(rate_limits=RateLimits(login_per_account=3, login_per_address=100))
+    await make_member(limited, "gwen")
+    app = create_app(limited, run_worker=False)
+    async with app.router.lifespan_context(app), AsyncClient(transport=ASGITransport(app=app), base_url=BASE_URL) as c:
+        statuses = []
+        for name in ("gwen", "gwen@example.org", "GWEN", "gwen@example.org"):
+            response = await submit(c, "/login", {"username": name, "password": "wrong password"})
+            statuses.append(response.status_code)
+        assert statuses == [422, 422, 422, 429]

@@ -4,6 +4,17 @@ from forum.models.accounts import ApiToken, LoginSession, Member, RoleGrant
 from forum.models.actors import Actor, ActorKind
 from forum.models.base import Base
 from forum.models.content import Category, Post, PostRevision, Thread
+from forum.models.federation import (
+    Delivery,
+    DeliveryState,
+    Follow,
+    FollowState,
+    Instance,
+    OutgoingActivity,
+    ReceivedActivity,
+    ReceivedState,
+    Vote,
+)
 from forum.models.site import CacheInvalidation, InstanceSetting
 
 __all__ = [
@@ -13,11 +24,20 @@ __all__ = [
     "Base",
     "CacheInvalidation",
     "Category",
+    "Delivery",
+    "DeliveryState",
+    "Follow",
+    "FollowState",
+    "Instance",
     "InstanceSetting",
     "LoginSession",
     "Member",
+    "OutgoingActivity",
     "Post",
     "PostRevision",
+    "ReceivedActivity",
+    "ReceivedState",
     "RoleGrant",
     "Thread",
+    "Vote",
 ]

@@ -46,6 +46,11 @@ class Actor(Base):
     public_key_pem: Mapped[str | None] = mapped_column(Text)
     private_key_pem: Mapped[str | None] = mapped_column(Text)
     key_id: Mapped[str | None] = mapped_column(String(2048))
+    featured_url: Mapped[str | None] = mapped_column(String(2048))
+    # A remote actor that approves its followers by hand (a local category says so in its own row).
+    manually_approves_followers: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when its server answered 410: nothing more is delivered to it.
+    gone_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     fetched_at: Mapped[datetime | None] = mapped_column()

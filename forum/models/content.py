@@ -24,6 +24,10 @@ class Category(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
     private: Mapped[bool] = mapped_column(Boolean, default=False)
     local: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Follow requests wait for a concierge (`manuallyApprovesFollowers`).
+    approve_followers: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Only moderators open threads (`postingRestrictedToMods`).
+    posting_restricted_to_mods: Mapped[bool] = mapped_column(Boolean, default=False)
     thread_count: Mapped[int] = mapped_column(Integer, default=0)
     post_count: Mapped[int] = mapped_column(Integer, default=0)
     last_activity_at: Mapped[datetime | None] = mapped_column()
@@ -80,6 +84,10 @@ class Post(Base):
     deleted_at: Mapped[datetime | None] = mapped_column()
     removed_at: Mapped[datetime | None] = mapped_column()
     revision_count: Mapped[int] = mapped_column(Integer, default=0)
+    upvotes: Mapped[int] = mapped_column(Integer, default=0)
+    downvotes: Mapped[int] = mapped_column(Integer, default=0)
+    # Where a remote post is shown at its origin (its `url`), when it differs from its id.
+    remote_url: Mapped[str | None] = mapped_column(String(2048))
 
     author: Mapped[Actor] = relationship(lazy="raise")
 

@@ -14,6 +14,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from activitypub import inbox as federation_inbox
+from activitypub import routes as federation_routes
+from activitypub.delivery import DeliveryWorker
+from activitypub.lookup import FederatedLookup
+from activitypub.processing import InboxWorker
+from activitypub.runtime import Federation, build_federation
 from forum import __version__
 from forum.cache import CachedPage, InvalidationBus, TaggedCache, mark_stale
 from forum.config import THEMES_DIR, Settings
@@ -32,7 +38,7 @@ from forum.events import (
 from forum.i18n import Catalogs
 from forum.jobs import JobRunner
 from forum.permissions import Viewer
-from forum.ports import NoFederation, RemoteResolver
+from forum.ports import RemoteResolver
 from forum.ratelimit import RateLimiter
 from forum.services.maintenance import prune_expired_sessions
 from forum.services.reading import ThreadPage
@@ -68,9 +74,10 @@ def build_event_bus() -> EventBus:
 
 
 def build_context(settings: Settings, *, resolver: RemoteResolver | None = None) -> ForumContext:
-    """Everything the routes share; nothing here does I/O (the engine connects lazily)."""
+    """Everything the routes share; nothing here does I/O (the engine and HTTP clients connect lazily)."""
     engine = create_engine(settings.database_url)
     sessions = sessionmaker(engine)
+    bus = build_event_bus()
     pages_cache: TaggedCache[CachedPage] = TaggedCache(
         settings.page_cache_entries, max_bytes=settings.page_cache_bytes, size=lambda page: len(page.body)
     )
@@ -78,21 +85,29 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
     site_cache: TaggedCache[SiteInfo] = TaggedCache(4)
     threads: TaggedCache[ThreadPage] = TaggedCache(settings.thread_cache_entries)
     templates = Templates(THEMES_DIR, {"version": __version__, "base_url": settings.base_url})
+    invalidations = InvalidationBus(sessions, [pages_cache, viewers, site_cache, threads])
+    federation = build_federation(settings, sessions, bus, invalidations)
     return ForumContext(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        bus=build_event_bus(),
+        bus=bus,
         templates=templates,
         catalogs=Catalogs(),
-        resolver=resolver or NoFederation(),
+        resolver=resolver or FederatedLookup(federation),
         limiter=RateLimiter(),
         pages=pages_cache,
         viewers=viewers,
         site_cache=site_cache,
         threads=threads,
-        invalidations=InvalidationBus(sessions, [pages_cache, viewers, site_cache, threads]),
+        invalidations=invalidations,
+        extra={"federation": federation},
     )
+
+
+def federation_of(forum: ForumContext) -> Federation:
+    federation: Federation = forum.extra["federation"]
+    return federation
 
 
 def create_app(
@@ -116,10 +131,14 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await federation_of(forum).aclose()
             await forum.engine.dispose()
 
     routes: list[BaseRoute] = [
         *(extra_routes or []),
+        # Before the pages: the same addresses answer ActivityStreams JSON to peers that ask for it.
+        *federation_routes.routes,
+        *federation_inbox.routes,
         *pages.routes,
         *posting.routes,
         *account.routes,
@@ -149,4 +168,9 @@ def build_jobs(forum: ForumContext) -> JobRunner:
     jobs = JobRunner()
     jobs.every(3600, "prune-sessions", lambda: prune_expired_sessions(forum.sessions))
     jobs.every(600, "prune-cache-invalidations", forum.invalidations.prune)
+    federation = federation_of(forum)
+    deliveries = DeliveryWorker(forum.sessions, federation.delivery_clients)
+    received = InboxWorker(federation)
+    jobs.loop("deliveries", deliveries.run, deliveries.run_once)
+    jobs.loop("received-activities", received.run, received.run_once)
     return jobs

@@ -47,6 +47,22 @@ class PostDeleted(Event):
 
 
 @dataclass(frozen=True)
+class FollowRequested(Event):
+    """A member asked to follow a remote actor; the request is on its way."""
+
+    follow_id: int
+
+
+@dataclass(frozen=True)
+class FollowWithdrawn(Event):
+    """A member stopped following a remote actor (the follow row is gone; what it was is here)."""
+
+    follower_id: int
+    target_id: int
+    activity_id: str | None
+
+
+@dataclass(frozen=True)
 class CategoryChanged(Event):
     category_id: int
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.models import Actor
+from forum.models import Actor, Post
 
 
 class RemoteResolver(Protocol):
@@ -14,9 +14,6 @@ class RemoteResolver(Protocol):
 
     async def resolve_actor(self, session: AsyncSession, handle_or_url: str) -> Actor | None: ...
 
-
-class NoFederation:
-    """The resolver used until federation is wired in: nothing remote is known."""
-
-    async def resolve_actor(self, session: AsyncSession, handle_or_url: str) -> Actor | None:
-        return None
+    async def resolve_post(self, session: AsyncSession, url: str) -> Post | None:
+        """A remote thread or reply by its address, fetched (with its thread) and stored when unknown."""
+        ...

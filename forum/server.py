@@ -37,7 +37,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, run_worker:
 
 
 async def run_worker(settings: Settings, *, once: bool = False) -> None:
-    from forum.app import build_context, build_jobs
+    from forum.app import build_context, build_jobs, federation_of
 
     forum = build_context(settings)
     try:
@@ -47,4 +47,5 @@ async def run_worker(settings: Settings, *, once: bool = False) -> None:
         else:
             await jobs.run()
     finally:
+        await federation_of(forum).aclose()
         await forum.engine.dispose()

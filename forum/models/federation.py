@@ -77,6 +77,8 @@ class Instance(Base):
     first_failure_at: Mapped[datetime | None] = mapped_column()
     last_success_at: Mapped[datetime | None] = mapped_column()
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # While unreachable, deliveries wait; one is tried at this time to see whether it answers again.
+    probe_at: Mapped[datetime | None] = mapped_column()
     nodeinfo_fetched_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

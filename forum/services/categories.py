@@ -100,7 +100,9 @@ async def get_category(session: AsyncSession, viewer: Viewer, id_or_slug: str | 
         # An id the database cannot hold names no category (and would make the query fail).
         query = query.where(Category.id == (int(id_or_slug) if is_id(str(id_or_slug)) else 0))
     else:
-        query = query.join(Category.actor).where(Actor.username_key == str(id_or_slug).lower(), Actor.domain == "")
+        # `name` is a local category; `name@host` a remote one the forum knows (its handle is its slug).
+        name, _, domain = str(id_or_slug).lower().partition("@")
+        query = query.join(Category.actor).where(Actor.username_key == name, Actor.domain == domain)
     category = await session.scalar(query)
     if category is None or not can_see_category(viewer, category.id, category.private):
         raise NotFound(N_("No category “%(name)s”."), name=str(id_or_slug))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -124,36 +125,58 @@ async def reply(
         if parent_thread != thread.id:
             raise InvalidInput(N_("The post you answer is not in this thread."), field="in_reply_to")
     rendered = markup.render(body)
+    post = await append_post(
+        session, thread.id, category.id, viewer.actor_id, source=body, html=rendered.html, in_reply_to=in_reply_to
+    )
+    post.ap_id = f"{base_url}/p/{post.id}"
+    await session.flush()
+    await bus.publish(session, PostCreated(post.id, thread.id, category.id))
+    return post
+
+
+async def append_post(
+    session: AsyncSession,
+    thread_id: int,
+    category_id: int,
+    author_id: int,
+    *,
+    source: str,
+    html: str,
+    in_reply_to: int | None = None,
+    ap_id: str | None = None,
+    created_at: datetime | None = None,
+    remote_url: str | None = None,
+) -> Post:
+    """A post at the end of a thread, local or received; the thread's and category's counters follow."""
     now = utcnow()
     # One statement takes the next position and bumps the thread: concurrent replies cannot collide.
     position = await session.scalar(
         update(Thread)
-        .where(Thread.id == thread.id)
+        .where(Thread.id == thread_id)
         .values(post_count=Thread.post_count + 1, version=Thread.version + 1, last_activity_at=now)
         .returning(Thread.post_count)
     )
     assert position is not None
     post = Post(
-        thread_id=thread.id,
+        thread_id=thread_id,
         position=position,
-        author_id=viewer.actor_id,
+        author_id=author_id,
         in_reply_to_id=in_reply_to,
-        source=body,
-        html=rendered.html,
-        created_at=now,
-        local=True,
+        source=source,
+        html=html,
+        created_at=created_at or now,
+        local=ap_id is None,
+        ap_id=ap_id,
+        remote_url=remote_url,
     )
     session.add(post)
     await session.flush()
-    post.ap_id = f"{base_url}/p/{post.id}"
-    await session.execute(update(Thread).where(Thread.id == thread.id).values(last_post_id=post.id))
+    await session.execute(update(Thread).where(Thread.id == thread_id).values(last_post_id=post.id))
     await session.execute(
         update(Category)
-        .where(Category.id == category.id)
+        .where(Category.id == category_id)
         .values(post_count=Category.post_count + 1, last_activity_at=now)
     )
-    await session.flush()
-    await bus.publish(session, PostCreated(post.id, thread.id, category.id))
     return post
 
 

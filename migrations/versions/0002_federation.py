@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("first_failure_at", forum.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_success_at", forum.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("unreachable", sa.Boolean(), nullable=False),
+        sa.Column("probe_at", forum.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("nodeinfo_fetched_at", forum.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", forum.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_instances")),

@@ -206,7 +206,9 @@ async def test_thread_by_slug_at_our_host_and_remote_category(client: AsyncClien
     remote = await client.post(
         "/api/v1/threads", json={"category": "general@lemmy.example", "title": "t", "body": "b"}, headers=auth(token)
     )
-    assert "Federation is not available" in problem(remote, 404)["detail"]
+    refused = problem(remote, 404)
+    assert "could not be found on its server" in refused["detail"]
+    assert refused["field"] == "category"
     unknown = await client.post("/api/v1/threads", json={"category": "nope", "title": "t", "body": "b"},
                                 headers=auth(token))  # fmt: skip
     assert problem(unknown, 404)["field"] == "category"
@@ -377,7 +379,7 @@ async def test_resolve_local_names_and_addresses(client: AsyncClient, settings: 
 
     for remote in ("someone@mastodon.example", "https://lemmy.example/c/cats", "acct:general@other.example"):
         refused = problem(await client.get("/api/v1/resolve", params={"q": remote}), 404)
-        assert "Federation is not available" in refused["detail"]
+        assert "could not be found on its server" in refused["detail"]
     for unknown in ("nobody", f"{BASE_URL}/x/1", "/t/99999999999", "/t/123456"):
         problem(await client.get("/api/v1/resolve", params={"q": unknown}), 404)
     assert problem(await client.get("/api/v1/resolve?q=%20"), 422)["field"] == "q"

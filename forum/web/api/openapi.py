@@ -66,8 +66,27 @@ def paths() -> dict[str, Json]:
                 "meta",
                 ok("The record, with its `type`", ref("Resolved")),
                 parameters=[query_param("q", "`name`, `name@host`, or an address such as `<base>/t/12`", True)],
-                description="Remote names answer 404 until federation is available.",
+                description="A remote name or address is fetched from its server (WebFinger, then a signed "
+                "fetch) and stored; 404 when its server does not know it or does not answer.",
             )
+        },
+        "/follows": {
+            "post": operation(
+                "follow",
+                "Follow a category or member, here or elsewhere",
+                "members",
+                ok("The follow: `accepted` here, `pending` until a remote server answers", ref("Follow"), 201),
+                body=ref("FollowTarget"),
+                auth=True,
+            ),
+            "delete": operation(
+                "unfollow",
+                "Stop following a category or member",
+                "members",
+                {"204": {"description": "No longer followed"}},
+                body=ref("FollowTarget"),
+                auth=True,
+            ),
         },
         "/categories": {
             "get": operation(

@@ -2,7 +2,7 @@
 
 Local forms: `name`, `@name`, `name@<our host>`, `acct:name@<our host>`, `<base_url>/u/name`,
 `/c/slug`, `/t/ID`, `/p/ID` (with or without our origin). Anything on another host needs
-federation, which is not wired in yet: it is answered 404 with that reason.
+federation: the forum's `RemoteResolver` fetches it (WebFinger, then a signed fetch) and stores it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from forum.config import Settings
 from forum.errors import InvalidInput, NotFound
 from forum.models import Actor, ActorKind, Category
 from forum.permissions import Viewer, can_see_category
+from forum.ports import RemoteResolver
 from forum.web.api import records, serializers
 from forum.web.api.bodies import MAX_ID
 from forum.web.api.serializers import Json
@@ -26,17 +27,18 @@ MAX_QUERY = 2048
 
 
 class RemoteUnavailable(NotFound):
-    """The name or address is on another server, and this forum does not fetch remote ones yet."""
+    """The name or address is on another server, which did not give it to us."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, field: str = "q") -> None:
         super().__init__(
-            f"“{target}” is on another server. Federation is not available on this forum yet, "
-            "so only local names and addresses can be resolved.",
-            field="q",
+            f"“{target}” could not be found on its server (it may not exist, or its server did not answer).",
+            field=field,
         )
 
 
-async def resolve(session: AsyncSession, settings: Settings, viewer: Viewer, query: str) -> Json:
+async def resolve(
+    session: AsyncSession, settings: Settings, viewer: Viewer, query: str, remote: RemoteResolver
+) -> Json:
     query = query.strip()
     if not query:
         raise InvalidInput("Say what to look up in “q”: a name, name@host, or an address.", field="q")
@@ -45,15 +47,41 @@ async def resolve(session: AsyncSession, settings: Settings, viewer: Viewer, que
     if query.lower().startswith(("http://", "https://")):
         parts = urlsplit(query)
         if f"{parts.scheme}://{parts.netloc}".lower() != settings.origin.lower():
-            raise RemoteUnavailable(query)
+            return await _remote(session, settings, viewer, query, remote)
         return await _by_path(session, settings, viewer, parts.path or "/")
     if query.startswith("/"):
         return await _by_path(session, settings, viewer, urlsplit(query).path)
     handle = query.removeprefix("acct:").removeprefix("@")
     name, _, host = handle.partition("@")
     if host and host.lower() != settings.host.lower():
-        raise RemoteUnavailable(query)
+        return await _remote(session, settings, viewer, handle, remote)
     return await _by_name(session, settings, viewer, name)
+
+
+async def _remote(
+    session: AsyncSession, settings: Settings, viewer: Viewer, query: str, remote: RemoteResolver
+) -> Json:
+    if query.lower().startswith(("http://", "https://")):
+        post = await remote.resolve_post(session, query)
+        if post is not None:
+            return await _by_path(
+                session, settings, viewer, f"/p/{post.id}" if post.position > 1 else f"/t/{post.thread_id}"
+            )
+    actor = await remote.resolve_actor(session, query)
+    if actor is None:
+        raise RemoteUnavailable(query)
+    return await actor_record(session, settings, viewer, actor)
+
+
+async def actor_record(session: AsyncSession, settings: Settings, viewer: Viewer, actor: Actor) -> Json:
+    """A member or category record for an actor, local or remote."""
+    if actor.kind == ActorKind.GROUP:
+        category = await session.scalar(select(Category).where(Category.actor_id == actor.id))
+        if category is not None and can_see_category(viewer, category.id, category.private):
+            category.actor = actor
+            return {"type": "category", **serializers.category(category, settings.base_url, settings.host)}
+        raise NotFound("No such category.", field="q")
+    return {"type": "member", **serializers.member(actor)}
 
 
 async def _by_path(session: AsyncSession, settings: Settings, viewer: Viewer, path: str) -> Json:

@@ -199,7 +199,7 @@ SCHEMAS: dict[str, Json] = {
         {
             "category": {
                 "type": ["integer", "string"],
-                "description": "the category's id, slug, or `slug@host` for this forum",
+                "description": "the category's id, slug, `slug@host` for this forum, or a remote category's handle",
             },
             "title": string("at most 200 characters"),
             "body": string("Markdown, at most 50,000 characters"),
@@ -208,6 +208,14 @@ SCHEMAS: dict[str, Json] = {
     "NewPost": obj(
         {"body": string("Markdown, at most 50,000 characters"), "in_reply_to": integer(nullable=True)},
         optional=("in_reply_to",),
+    ),
+    "FollowTarget": obj({"target": string("`name`, `name@host`, or an actor's address")}),
+    "Follow": obj(
+        {
+            "id": integer(),
+            "state": {"type": "string", "enum": ["pending", "accepted"]},
+            "target": {"oneOf": [_typed("member", "Member"), _typed("category", "Category")]},
+        }
     ),
     "PostEdit": obj(
         {"body": string("the new Markdown source"), "title": string("new thread title (opening post only)")},

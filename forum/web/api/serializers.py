@@ -44,7 +44,7 @@ def category(found: Category, base_url: str, host: str) -> Json:
         "description": found.description,
         "ap_id": found.actor.ap_id,
         "url": f"{base_url}/c/{found.slug}",
-        "handle": f"{found.slug}@{host}",
+        "handle": f"{found.slug}@{host}" if found.local else found.slug,
         "local": found.local,
         "private": found.private,
         "thread_count": found.thread_count,

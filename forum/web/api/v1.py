@@ -1,5 +1,5 @@
 """The handlers and routes of JSON API v1: reading categories, threads and posts; writing threads,
-replies, edits and deletions; who am I; resolving a handle or address.
+replies, edits and deletions; who am I; resolving a handle or address; following.
 
 Each handler reads its input strictly (forum.web.api.bodies), calls the same services as the pages
 with the caller's Viewer, and renders with forum.web.api.serializers. Writes go through
@@ -8,14 +8,19 @@ with the caller's Viewer, and renders with forum.web.api.serializers. Writes go 
 
 from __future__ import annotations
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from forum.config import Settings
 from forum.errors import InvalidInput, NotFound
-from forum.models import Member
+from forum.models import Actor, Category, Member
+from forum.permissions import GUEST
+from forum.ports import RemoteResolver
 from forum.services import categories as category_service
-from forum.services import posting, reading
+from forum.services import follows, posting, reading
 from forum.web.api import openapi, records, serializers
 from forum.web.api.auth import Caller
 from forum.web.api.bodies import (
@@ -30,7 +35,7 @@ from forum.web.api.bodies import (
 )
 from forum.web.api.endpoint import endpoint, json_response
 from forum.web.api.limits import limit_posting
-from forum.web.api.resolve import RemoteUnavailable, resolve
+from forum.web.api.resolve import RemoteUnavailable, actor_record, resolve
 from forum.web.context import forum_context
 
 PREFIX = "/api/v1"
@@ -90,7 +95,7 @@ async def create_thread(request: Request, caller: Caller) -> Response:
         try:
             found = await category_service.get_category(session, caller.viewer, reference)
         except NotFound as error:
-            raise NotFound(error.message, field="category") from error
+            found = await _remote_category(session, forum.settings, forum.resolver, reference, error)
         thread, _post = await posting.create_thread(
             session, forum.bus, forum.settings.base_url, caller.viewer, found, title=title, body=body
         )
@@ -200,8 +205,46 @@ async def me(request: Request, caller: Caller) -> Response:
 async def resolve_handle(request: Request, caller: Caller) -> Response:
     forum = forum_context(request)
     async with forum.read() as session:
-        found = await resolve(session, forum.settings, caller.viewer, request.query_params.get("q", ""))
+        # A remote name is fetched and stored: a write, though the network comes first.
+        found = await resolve(session, forum.settings, caller.viewer, request.query_params.get("q", ""), forum.resolver)
     return json_response(found)
+
+
+@endpoint
+async def create_follow(request: Request, caller: Caller) -> Response:
+    """Follow a category or member, here or elsewhere: `accepted` at once here, `pending` until a peer answers."""
+    caller.require_member()
+    forum = forum_context(request)
+    data = await json_object(request, ("target",))
+    target = text_field(data, "target")
+    async with forum.write() as session:
+        actor = await _actor_for(session, forum.settings, forum.resolver, target)
+        follow = await follows.follow(session, forum.bus, caller.viewer, actor)
+        record = await actor_record(session, forum.settings, caller.viewer, actor)
+    return json_response({"id": follow.id, "state": follow.state.value, "target": record}, 201)
+
+
+@endpoint
+async def delete_follow(request: Request, caller: Caller) -> Response:
+    caller.require_member()
+    forum = forum_context(request)
+    data = await json_object(request, ("target",))
+    target = text_field(data, "target")
+    async with forum.write() as session:
+        actor = await _actor_for(session, forum.settings, forum.resolver, target)
+        if not await follows.unfollow(session, forum.bus, caller.viewer, actor):
+            raise NotFound("You do not follow this.", field="target")
+    return Response(status_code=204)
+
+
+async def _actor_for(session: AsyncSession, settings: Settings, remote: RemoteResolver, target: str) -> Actor:
+    found = await resolve(session, settings, GUEST, target, remote)
+    if found.get("type") not in ("category", "member"):
+        raise InvalidInput("Follow a category or a member (a name, name@host, or an address).", field="target")
+    actor = await session.scalar(select(Actor).where(Actor.ap_id == found["ap_id"]))
+    if actor is None:
+        raise NotFound("Nothing to follow there.", field="target")
+    return actor
 
 
 @endpoint
@@ -228,17 +271,33 @@ async def _post_response(request: Request, caller: Caller, post_id: int, status_
 
 
 def _local_category(reference: str, host: str) -> str:
-    """A category id, slug, or `slug@our-host`; a remote handle needs federation."""
+    """A category id, slug, `slug@our-host`, or a remote category's handle (its slug here)."""
     name, at, domain = reference.removeprefix("acct:").removeprefix("@").partition("@")
-    if at and domain.lower() != host.lower():
-        raise RemoteUnavailable(reference)
-    return checked_reference(name if at else reference, "category")
+    if at and domain.lower() == host.lower():
+        return checked_reference(name, "category")
+    return checked_reference(reference.removeprefix("acct:").removeprefix("@"), "category")
+
+
+async def _remote_category(
+    session: AsyncSession, settings: Settings, remote: RemoteResolver, reference: str, error: NotFound
+) -> Category:
+    """A remote category met for the first time: resolved through federation, then used like a local one."""
+    if "@" not in reference:
+        raise NotFound(error.message, field="category") from error
+    actor = await remote.resolve_actor(session, reference)
+    category = await session.scalar(select(Category).where(Category.actor_id == actor.id)) if actor else None
+    if category is None:
+        raise RemoteUnavailable(reference, field="category")
+    category.actor = actor  # type: ignore[assignment]
+    return category
 
 
 routes = [
     Route(f"{PREFIX}/openapi.json", openapi_document, methods=["GET"]),
     Route(f"{PREFIX}/me", me, methods=["GET"]),
     Route(f"{PREFIX}/resolve", resolve_handle, methods=["GET"]),
+    Route(f"{PREFIX}/follows", create_follow, methods=["POST"]),
+    Route(f"{PREFIX}/follows", delete_follow, methods=["DELETE"]),
     Route(f"{PREFIX}/categories", list_categories, methods=["GET"]),
     Route(f"{PREFIX}/categories/{{ref}}", get_category, methods=["GET"]),
     Route(f"{PREFIX}/categories/{{ref}}/threads", category_threads, methods=["GET"]),

@@ -1,0 +1,122 @@
+"""What every handler gets: the activity, its session, and helpers to find what it names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activitypub.actors import as_strings
+from activitypub.audiences import domain_of
+from activitypub.protocol.client import FetchError
+from activitypub.protocol.jsonld import DocumentError
+from activitypub.resolver import ResolveError
+from activitypub.runtime import Federation
+from forum.models import Actor, Category, Post, Thread
+
+ACTIVITY_TYPES = {
+    "Create", "Update", "Delete", "Follow", "Accept", "Reject", "Undo", "Like", "Dislike",
+    "Announce", "Flag", "Block", "Lock", "Add", "Remove",
+}  # fmt: skip
+
+
+class HandlerRefused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HandlerFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Received:
+    session: AsyncSession
+    federation: Federation
+    activity: dict[str, Any]
+    # The remote Group that announced this activity, when it came wrapped in an `Announce`.
+    via_group: Actor | None = None
+
+    @property
+    def type(self) -> str:
+        return str(self.activity.get("type"))
+
+    @property
+    def id(self) -> str:
+        return str(self.activity.get("id"))
+
+    @property
+    def actor_id(self) -> str:
+        return self.single(self.activity.get("actor")) or ""
+
+    @property
+    def object_id(self) -> str | None:
+        return self.single(self.activity.get("object"))
+
+    @staticmethod
+    def single(value: object) -> str | None:
+        ids = as_strings(value)
+        return ids[0] if ids else None
+
+    def undoing(self, inner: dict[str, Any]) -> Received:
+        return replace(self, activity=inner | {"actor": self.actor_id})
+
+    def wrapped(self, inner: dict[str, Any], group: Actor) -> Received:
+        return replace(self, activity=inner, via_group=group)
+
+    async def actor(self) -> Actor:
+        return await self.remote_actor(self.actor_id)
+
+    async def remote_actor(self, ap_id: str) -> Actor:
+        try:
+            return await self.federation.resolver.actor(self.session, ap_id)
+        except (ResolveError, FetchError, DocumentError) as error:
+            raise HandlerFailed(f"could not fetch {ap_id}: {error}") from None
+
+    async def fetch(self, url: str) -> dict[str, Any]:
+        try:
+            return await self.federation.resolver.fetch(url)
+        except (ResolveError, FetchError, DocumentError) as error:
+            raise HandlerFailed(f"could not fetch {url}: {error}") from None
+
+    async def inner_activity(self) -> dict[str, Any]:
+        value = self.activity.get("object")
+        if isinstance(value, dict):
+            return value
+        object_id = self.object_id
+        if object_id is None:
+            raise HandlerRefused("the activity has no object")
+        # A bare id: an activity of ours (an Undo of a Follow we answered), a stored one, or fetched.
+        return {"id": object_id}
+
+    async def local_actor(self, ap_id: str | None) -> Actor | None:
+        if ap_id is None:
+            return None
+        return await self.session.scalar(select(Actor).where(Actor.ap_id == ap_id, Actor.local.is_(True)))
+
+    async def post_by_id(self, ap_id: str | None) -> tuple[Post, Thread] | None:
+        """A post by its id; a thread's id names its first post."""
+        if ap_id is None:
+            return None
+        row = (
+            await self.session.execute(
+                select(Post, Thread)
+                .join(Thread, Thread.id == Post.thread_id)
+                .where(or_(Post.ap_id == ap_id, (Thread.ap_id == ap_id) & (Post.position == 1)))
+                .limit(1)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def category_of(self, thread: Thread) -> Category:
+        category = await self.session.get(Category, thread.category_id)
+        assert category is not None
+        return category
+
+    def same_origin(self, object_id: str) -> bool:
+        return domain_of(object_id) == domain_of(self.actor_id)

@@ -1,0 +1,190 @@
+"""The inboxes: verify the request, store the activity, answer `202`; the worker does the rest.
+
+Refused with 401 (and logged): no signature, a signature that fails or does not cover what it must,
+a key whose owner is not the activity's actor (unless the activity carries its author's own LD
+signature — a forwarded activity), an actor on another host than the activity, or an object claiming
+an id on another host than its author's. 401 rather than 403 because peers such as Fedify knock
+first with RFC 9421 and fall back to draft-cavage only after a 4xx. Bad JSON is a 400; a flood from
+one instance a 429. Nothing is stored for a refused request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from activitypub.actors import as_strings
+from activitypub.audiences import domain_of
+from activitypub.protocol.client import FetchError
+from activitypub.protocol.jsonld import DocumentError, ld_signature_creator, parse_json, verify_rsa_signature_2017
+from activitypub.protocol.signatures import SignatureError, signature_key_id, verify_request
+from activitypub.resolver import ResolveError
+from activitypub.runtime import Federation, federation_of
+from forum.errors import RateLimited
+from forum.models import Actor, Instance, ReceivedActivity
+from forum.web.context import forum_context
+
+log = logging.getLogger(__name__)
+
+# Activities whose object is the author's own content: it must live on the author's host (FEP-fe34).
+OWN_OBJECT_TYPES = {"Create", "Update"}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def receive(request: Request) -> Response:
+    federation = federation_of(request)
+    body = await request.body()
+    try:
+        activity, signer = await _accept(request, federation, body)
+    except Refused as refusal:
+        log.info("inbox refused %s from %s: %s", request.url.path, request.client, refusal.reason)
+        return JSONResponse(
+            {"type": "about:blank", "title": "Refused", "status": refusal.status, "detail": refusal.reason},
+            status_code=refusal.status,
+            media_type="application/problem+json",
+        )
+    await store(federation, activity, signer)
+    return Response(status_code=202)
+
+
+async def _accept(request: Request, federation: Federation, body: bytes) -> tuple[dict[str, Any], tuple[str, str]]:
+    forum = forum_context(request)
+    try:
+        key_id, form = signature_key_id(request.headers)
+    except SignatureError as error:
+        raise Refused(401, error.reason) from None
+    limits = federation.settings.rate_limits
+    try:
+        forum.limiter.hit(
+            "inbox", domain_of(key_id), limits.inbox_per_instance, limits.inbox_window, "Too many activities."
+        )
+    except RateLimited as limited:
+        raise Refused(429, "too many activities from this instance; slow down") from limited
+    try:
+        raw = parse_json(body)
+        activity = federation.normalize(raw)
+    except DocumentError as error:
+        raise Refused(400, str(error)) from None
+    activity_id, actor_id = activity.get("id"), _single(activity.get("actor"))
+    if not isinstance(activity_id, str) or not activity_id.startswith(("https://", "http://")):
+        raise Refused(400, "the activity has no id")
+    if actor_id is None or not isinstance(activity.get("type"), str):
+        raise Refused(400, "the activity names no actor or no type")
+    if domain_of(actor_id) != domain_of(activity_id):
+        raise Refused(401, "the activity's id and its actor are on different hosts")
+    if domain_of(actor_id) == federation.settings.host.lower():
+        raise Refused(401, "an activity of one of our own actors cannot come from elsewhere")
+    if activity["type"] in OWN_OBJECT_TYPES:
+        object_id = _single(activity.get("object"))
+        if object_id is None or domain_of(object_id) != domain_of(actor_id):
+            raise Refused(401, "the object's id is on another host than its author")
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    async with forum.sessions() as session, session.begin():
+        signer = await _verified_signer(session, federation, request, target, body, key_id)
+        if signer.ap_id != actor_id and not await _forwarded_with_proof(session, federation, raw, actor_id):
+            raise Refused(401, f"signed by {signer.ap_id} for an activity of {actor_id}")
+        if form == "rfc9421":
+            # The peer signs with RFC 9421, so it reads it: our deliveries to it may use it too.
+            await _remember_form(session, domain_of(key_id))
+        await federation.resolver.mark_reachable(session, domain_of(key_id))
+    return activity, (key_id, form)
+
+
+async def _verified_signer(
+    session: AsyncSession, federation: Federation, request: Request, target: str, body: bytes, key_id: str
+) -> Actor:
+    for refresh in (False, True):
+        try:
+            signer = await federation.resolver.key_owner(session, key_id, refresh=refresh)
+        except (ResolveError, FetchError, DocumentError) as error:
+            raise Refused(401, f"the signing key could not be fetched: {error}") from None
+        assert signer.public_key_pem is not None
+        try:
+            verify_request(
+                request.method, target, request.headers, body, signer.public_key_pem, scheme=request.url.scheme
+            )
+            return signer
+        except SignatureError as error:
+            reason = error.reason
+            if refresh or not _may_be_rotated(reason):
+                raise Refused(401, reason) from None
+    raise AssertionError("unreachable")
+
+
+def _may_be_rotated(reason: str) -> bool:
+    """Only a signature that does not match the key is worth a re-fetch (the key may have rotated)."""
+    text = reason.lower()
+    return "signature" in text and not any(word in text for word in ("digest", "date", "cover", "created", "old"))
+
+
+async def _forwarded_with_proof(
+    session: AsyncSession, federation: Federation, activity: dict[str, Any], actor_id: str
+) -> bool:
+    """A relayed activity is believed only with its author's own RsaSignature2017 (Mastodon's LD signature)."""
+    creator = ld_signature_creator(activity)
+    if creator is None or domain_of(creator) != domain_of(actor_id):
+        return False
+    try:
+        author = await federation.resolver.key_owner(session, creator)
+    except (ResolveError, FetchError, DocumentError):
+        return False
+    return (
+        author.ap_id == actor_id
+        and author.public_key_pem is not None
+        and verify_rsa_signature_2017(activity, author.public_key_pem)
+    )
+
+
+async def _remember_form(session: AsyncSession, domain: str) -> None:
+    instance = await session.scalar(select(Instance).where(Instance.domain == domain))
+    if instance is None:
+        session.add(Instance(domain=domain, signature_form="rfc9421", failures=0, unreachable=False))
+    elif instance.signature_form != "rfc9421":
+        await session.execute(update(Instance).where(Instance.id == instance.id).values(signature_form="rfc9421"))
+
+
+async def store(federation: Federation, activity: dict[str, Any], signer: tuple[str, str]) -> None:
+    """Keep the activity for the worker; the same id received twice stays one row."""
+    async with federation.sessions() as session:
+        exists = await session.scalar(select(ReceivedActivity.id).where(ReceivedActivity.ap_id == activity["id"]))
+        if exists is not None:
+            return
+        session.add(
+            ReceivedActivity(
+                ap_id=activity["id"],
+                type=str(activity["type"])[:32],
+                actor_ap_id=_single(activity.get("actor")) or "",
+                signer_key_id=signer[0],
+                document=activity,
+            )
+        )
+        try:
+            await session.commit()
+        except IntegrityError:  # the same activity arrived at the same moment through another inbox
+            await session.rollback()
+
+
+def _single(value: object) -> str | None:
+    ids = as_strings(value)
+    return ids[0] if ids else None
+
+
+routes: list[BaseRoute] = [
+    Route("/inbox", receive, methods=["POST"]),
+    Route("/actor/inbox", receive, methods=["POST"]),
+    Route("/c/{slug}/inbox", receive, methods=["POST"]),
+    Route("/u/{name}/inbox", receive, methods=["POST"]),
+]

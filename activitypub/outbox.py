@@ -1,0 +1,205 @@
+"""Domain events -> activities and their deliveries, written in the transaction that made the change.
+
+The author's activity (`Create`, `Update`, `Delete`) goes to the people in the conversation and the
+actors it mentions; a local category's Group then `Announce`s it to its followers (FEP-1b12). Followers
+on software that reads Groups get every activity announced; the others (Mastodon and unknown software)
+get each new thread once, as `Announce(Page)`, and no flood of replies. A thread in a remote category
+is sent to that Group, which announces it to its own followers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activitypub.audiences import (
+    Target,
+    actor_target,
+    follower_targets,
+    participant_targets,
+    targets_by_inbox,
+    thread_follower_targets,
+)
+from activitypub.objects import CONTEXT, PUBLIC, Document, PostSubject, post_document, post_id
+from activitypub.subjects import load_post_subject
+from forum import markup
+from forum.events import (
+    Event,
+    EventBus,
+    FollowRequested,
+    FollowWithdrawn,
+    PostCreated,
+    PostDeleted,
+    PostEdited,
+    ThreadCreated,
+)
+from forum.models import Actor, Delivery, Follow, OutgoingActivity
+from forum.models.base import utcnow
+
+
+def new_activity_id(base_url: str) -> str:
+    return f"{base_url}/activities/{uuid.uuid4().hex}"
+
+
+async def record_activity(
+    session: AsyncSession, actor: Actor, document: Document, targets: Iterable[Target]
+) -> OutgoingActivity:
+    """Keep the activity (its id dereferences) and queue one delivery per distinct inbox."""
+    activity = OutgoingActivity(ap_id=document["id"], actor_id=actor.id, type=document["type"], document=document)
+    session.add(activity)
+    await session.flush()
+    now = utcnow()
+    rows = [
+        {"activity_id": activity.id, "inbox_url": target.inbox, "domain": target.domain, "next_attempt_at": now}
+        for target in targets_by_inbox(targets)
+    ]
+    if rows:
+        await session.execute(insert(Delivery), rows)
+    return activity
+
+
+class Outbox:
+    """Subscribes to the forum's content events; `base_url` mints activity ids."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(ThreadCreated, self._on_content)
+        bus.subscribe(PostCreated, self._on_content)
+        bus.subscribe(PostEdited, self._on_content)
+        bus.subscribe(PostDeleted, self._on_content)
+        bus.subscribe(FollowRequested, self._on_follow)
+        bus.subscribe(FollowWithdrawn, self._on_unfollow)
+
+    async def _on_follow(self, session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, FollowRequested)
+        follow = await session.get(Follow, event.follow_id)
+        assert follow is not None and follow.target_id is not None
+        follower, target = await session.get(Actor, follow.follower_id), await session.get(Actor, follow.target_id)
+        assert follower is not None and target is not None
+        document = self._follow(follower, target, new_activity_id(self.base_url))
+        follow.activity_id = document["id"]
+        await record_activity(session, follower, document, [t for t in [actor_target(target)] if t])
+
+    async def _on_unfollow(self, session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, FollowWithdrawn)
+        follower, target = await session.get(Actor, event.follower_id), await session.get(Actor, event.target_id)
+        assert follower is not None and target is not None
+        inner = self._follow(follower, target, event.activity_id or new_activity_id(self.base_url))
+        inner.pop("@context")
+        document = {
+            "@context": CONTEXT,
+            "id": new_activity_id(self.base_url),
+            "type": "Undo",
+            "actor": follower.ap_id,
+            "to": [target.ap_id],
+            "object": inner,
+        }
+        await record_activity(session, follower, document, [t for t in [actor_target(target)] if t])
+
+    @staticmethod
+    def _follow(follower: Actor, target: Actor, activity_id: str) -> Document:
+        return {
+            "@context": CONTEXT,
+            "id": activity_id,
+            "type": "Follow",
+            "actor": follower.ap_id,
+            "to": [target.ap_id],
+            "object": target.ap_id,
+        }
+
+    async def _on_content(self, session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, ThreadCreated | PostCreated | PostEdited | PostDeleted)
+        # None as well for a post in a private category: those never federate.
+        subject = await load_post_subject(session, event.post_id)
+        if subject is None or not subject.author.local:
+            return
+        kind = {ThreadCreated: "Create", PostCreated: "Create", PostEdited: "Update", PostDeleted: "Delete"}[
+            type(event)
+        ]
+        await self.publish_post(session, subject, kind)
+
+    async def publish_post(self, session: AsyncSession, subject: PostSubject, kind: str) -> None:
+        mentioned = await _mentioned_actors(session, subject.post.source)
+        subject = PostSubject(
+            subject.post,
+            subject.thread,
+            subject.author,
+            subject.group,
+            subject.parent_ap_id,
+            also_to=tuple(dict.fromkeys([*subject.also_to, *(actor.ap_id for actor in mentioned)])),
+        )
+        obj = post_document(subject, with_context=False)
+        if kind == "Delete":
+            obj = {"id": post_id(subject), "type": "Tombstone"}
+        elif mentioned:
+            obj["tag"] = [{"type": "Mention", "href": a.ap_id, "name": f"@{a.username}@{a.domain}"} for a in mentioned]
+        activity = self._wrap(kind, subject.author.ap_id, obj, subject)
+        first = subject.post.position == 1
+        direct = [t for t in (actor_target(a) for a in mentioned) if t is not None]
+        if not first:
+            direct += await participant_targets(session, subject.thread.id)
+            direct += await thread_follower_targets(session, subject.thread.id)
+        if not subject.group.local:
+            group_target = actor_target(subject.group)
+            direct += [group_target] if group_target else []
+            await record_activity(session, subject.author, activity, direct)
+            return
+        followers = await follower_targets(session, subject.group.id)
+        group_aware = [t for t in followers if t.understands_groups]
+        others = [t for t in followers if not t.understands_groups]
+        await record_activity(session, subject.author, activity, direct)
+        await record_activity(session, subject.group, self._announce(subject.group, activity), group_aware)
+        if first and kind == "Create" and others:
+            # Mastodon cannot read Announce(Create(Page)); it shows a boosted Page as one timeline item.
+            await record_activity(session, subject.group, self._announce(subject.group, obj), others)
+
+    def _wrap(self, kind: str, actor_id: str, obj: Document, subject: PostSubject) -> Document:
+        to = obj.get("to") or [PUBLIC]
+        cc = obj.get("cc") or []
+        if kind == "Delete":
+            to, cc = [PUBLIC], [subject.group.ap_id, *subject.also_to]
+        return {
+            "@context": CONTEXT,
+            "id": new_activity_id(self.base_url),
+            "type": kind,
+            "actor": actor_id,
+            "to": to,
+            "cc": cc,
+            "audience": subject.group.ap_id,
+            "object": obj,
+            "published": obj.get("updated") or obj.get("published") or utcnow().isoformat(),
+        }
+
+    def _announce(self, group: Actor, inner: Document) -> Document:
+        body = {key: value for key, value in inner.items() if key != "@context"}
+        return {
+            "@context": CONTEXT,
+            "id": new_activity_id(self.base_url),
+            "type": "Announce",
+            "actor": group.ap_id,
+            "to": [PUBLIC],
+            "cc": [group.followers_url] if group.followers_url else [],
+            "audience": group.ap_id,
+            "object": body,
+        }
+
+
+async def _mentioned_actors(session: AsyncSession, source: str) -> list[Actor]:
+    """Remote actors the text mentions and the forum already knows (unknown ones are not fetched mid-write)."""
+    handles = {(m.username.lower(), m.host.lower()) for m in markup.render(source).mentions if m.host}
+    if not handles:
+        return []
+    found: list[Any] = []
+    for name, host in handles:
+        actor = await session.scalar(
+            select(Actor).where(Actor.username_key == name, Actor.domain == host, Actor.local.is_(False))
+        )
+        if actor is not None:
+            found.append(actor)
+    return found

@@ -1,0 +1,113 @@
+"""The received-activities worker: takes stored activities in order, dispatches each to its handler.
+
+Rows move queued -> processing -> done | refused | failed (retried with backoff). A row whose lease
+ran out (a worker killed mid-batch) is taken again; handlers are idempotent (ids are unique), so a
+second run of the same activity changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from activitypub.handlers import HandlerFailed, HandlerRefused, Received, dispatch
+from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
+from activitypub.runtime import Federation
+from forum.models import ReceivedActivity, ReceivedState
+from forum.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+
+
+class InboxWorker:
+    def __init__(self, federation: Federation, *, batch_size: int = 100) -> None:
+        self._federation = federation
+        self._batch_size = batch_size
+
+    async def run(self, idle: float = 0.2) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except Exception:  # the queue is durable: log, wait, try again
+                log.exception("inbox batch failed")
+                done = 0
+            if done == 0:
+                await asyncio.sleep(idle)
+
+    async def run_once(self) -> int:
+        ids = await self._claim()
+        for activity_id in ids:
+            await self._process(activity_id)
+        return len(ids)
+
+    async def _claim(self) -> list[int]:
+        now = utcnow()
+        async with self._federation.sessions() as session, session.begin():
+            due = (
+                select(ReceivedActivity.id)
+                .where(
+                    or_(
+                        and_(
+                            ReceivedActivity.state.in_([ReceivedState.QUEUED, ReceivedState.FAILED]),
+                            ReceivedActivity.next_attempt_at <= now,
+                        ),
+                        and_(ReceivedActivity.state == ReceivedState.PROCESSING, ReceivedActivity.locked_until < now),
+                    )
+                )
+                .order_by(ReceivedActivity.id)
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(await session.scalars(due))
+            if ids:
+                await session.execute(
+                    update(ReceivedActivity)
+                    .where(ReceivedActivity.id.in_(ids))
+                    .values(state=ReceivedState.PROCESSING, locked_until=now + LEASE)
+                )
+            return ids
+
+    async def _process(self, row_id: int) -> None:
+        federation = self._federation
+        state, outcome = ReceivedState.DONE, "done"
+        try:
+            async with federation.sessions() as session:
+                async with session.begin():
+                    row = await session.get(ReceivedActivity, row_id)
+                    if row is None or row.state != ReceivedState.PROCESSING:
+                        return
+                    outcome = await dispatch(Received(session, federation, row.document)) or "done"
+                    await session.flush()
+                    stale = await federation.invalidations.flush_pending(session)
+                federation.invalidations.drop(stale)
+        except HandlerRefused as refusal:
+            state, outcome = ReceivedState.REFUSED, refusal.reason
+        except HandlerFailed as failure:
+            state, outcome = ReceivedState.FAILED, failure.reason
+        except Exception as error:  # a bug or a database hiccup: keep the row and retry it later
+            log.exception("processing received activity %s failed", row_id)
+            state, outcome = ReceivedState.FAILED, f"internal error: {type(error).__name__}"
+        await self._finish(row_id, state, outcome)
+
+    async def _finish(self, row_id: int, state: ReceivedState, outcome: str) -> None:
+        now = utcnow()
+        async with self._federation.sessions() as session, session.begin():
+            row = await session.get(ReceivedActivity, row_id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.outcome = outcome[:2000]
+            row.locked_until = None
+            row.processed_at = now
+            if state == ReceivedState.FAILED and now - row.received_at > GIVE_UP_AFTER:
+                state = ReceivedState.REFUSED
+            row.state = state
+            if state == ReceivedState.FAILED:
+                row.next_attempt_at = now + timedelta(seconds=next_delay(row.attempts))
+        if state != ReceivedState.DONE:
+            log.info("received activity %s %s: %s", row_id, state.value, outcome)

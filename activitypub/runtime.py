@@ -1,0 +1,77 @@
+"""The federation's collaborators, built once by the composition root and kept on the forum context.
+
+Nothing here does I/O when built: the HTTP clients connect on first use and are closed by `aclose`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from activitypub.outbox import Outbox
+from activitypub.protocol.client import GuardedClient
+from activitypub.protocol.jsonld import Normalizer
+from activitypub.resolver import ActivityPubResolver
+from forum import __version__
+from forum.cache import InvalidationBus
+from forum.config import Settings
+from forum.events import EventBus
+
+# Delivery spreads its connections over this many clients: one httpx client slows sharply past ~10.
+DELIVERY_CLIENTS = 8
+
+
+@dataclass
+class Federation:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    bus: EventBus
+    client: GuardedClient
+    normalizer: Normalizer
+    resolver: ActivityPubResolver
+    outbox: Outbox
+    invalidations: InvalidationBus
+    delivery_clients: list[GuardedClient] = field(default_factory=list)
+
+    def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
+        return self.resolver.normalize(document)
+
+    async def aclose(self) -> None:
+        for client in [self.client, *self.delivery_clients]:
+            await client.aclose()
+
+
+def user_agent(settings: Settings) -> str:
+    return f"Jardin/{__version__} (+{settings.base_url})"
+
+
+def build_federation(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], bus: EventBus, invalidations: InvalidationBus
+) -> Federation:
+    agent = user_agent(settings)
+    client = GuardedClient(allow_private=settings.federation_allow_private, user_agent=agent)
+    normalizer = Normalizer()
+    outbox = Outbox(settings.base_url)
+    outbox.subscribe(bus)
+    return Federation(
+        settings=settings,
+        sessions=sessions,
+        bus=bus,
+        client=client,
+        normalizer=normalizer,
+        resolver=ActivityPubResolver(settings, sessions, client, normalizer),
+        outbox=outbox,
+        invalidations=invalidations,
+        delivery_clients=[
+            GuardedClient(allow_private=settings.federation_allow_private, user_agent=agent, max_connections=16)
+            for _ in range(DELIVERY_CLIENTS)
+        ],
+    )
+
+
+def federation_of(connection: HTTPConnection) -> Federation:
+    federation: Federation = connection.app.state.forum.extra["federation"]
+    return federation

@@ -1,0 +1,120 @@
+"""Loading the records ActivityStreams documents are made of, one query each: a post's `PostSubject` (for one
+post or a page of them) and an actor with its category.
+
+The GET endpoints, the collections and the outbox all build `Page`s and `Note`s from these, so a
+document served on fetch is the document delivered. Posts in private categories are never loaded:
+they never federate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, raiseload
+
+from activitypub.actors import instance_actor
+from activitypub.objects import PostSubject
+from forum.models import Actor, ActorKind, Category, Post, Thread
+from forum.web.context import ForumContext
+
+_Author = aliased(Actor, name="author")
+_Group = aliased(Actor, name="group_actor")
+_Parent = aliased(Post, name="parent")
+# Whose post a reply answers: its parent's author, or the thread's author for a reply to the thread.
+_Answered = aliased(Actor, name="answered")
+
+
+async def load_post_subject(session: AsyncSession, post_id: int) -> PostSubject | None:
+    """The post with its thread, author, Group and answered post; None if unknown or in a private category."""
+    subjects = await load_post_subjects(session, Post.id == post_id)
+    return subjects[0] if subjects else None
+
+
+async def load_thread_subject(session: AsyncSession, thread_id: int) -> PostSubject | None:
+    """The thread's first post (its `Page`), as `load_post_subject` loads a post."""
+    subjects = await load_post_subjects(session, Post.thread_id == thread_id, Post.position == 1)
+    return subjects[0] if subjects else None
+
+
+async def load_post_subjects(
+    session: AsyncSession,
+    *where: ColumnElement[bool],
+    order_by: Any = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[PostSubject]:
+    """Posts matching `where` (in public categories), in `order_by` order, one query whatever their number."""
+    query = _subject_query().where(*where)
+    if order_by is not None:
+        query = query.order_by(*(order_by if isinstance(order_by, tuple | list) else (order_by,)))
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return [_subject(*row) for row in await session.execute(query)]
+
+
+async def load_actor(session: AsyncSession, handle: str, kind: ActorKind) -> tuple[Actor, Category | None] | None:
+    """The actor named `name` (local) or `name@domain` (remote) of this kind, with its category if it has one."""
+    name, _, domain = handle.partition("@")
+    row = (
+        await session.execute(
+            select(Actor, Category)
+            .outerjoin(Category, Category.actor_id == Actor.id)
+            .where(Actor.username_key == name.lower(), Actor.domain == domain.lower(), Actor.kind == kind)
+            .options(raiseload(Category.actor))
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def get_instance_actor(forum: ForumContext) -> Actor:
+    """The instance's `Application` actor, made in a write transaction the first time it is needed."""
+    ap_id = f"{forum.settings.base_url}/actor"
+    async with forum.read() as session:
+        actor = await session.scalar(select(Actor).where(Actor.ap_id == ap_id))
+    if actor is not None:
+        return actor
+    try:
+        async with forum.write() as session:
+            return await instance_actor(session, forum.settings.base_url, forum.settings.host)
+    except IntegrityError:  # another request made it first
+        async with forum.read() as session:
+            made = await session.scalar(select(Actor).where(Actor.ap_id == ap_id))
+        assert made is not None
+        return made
+
+
+def _subject_query() -> Select[*tuple[Any, ...]]:
+    return (
+        select(Post, Thread, _Author, _Group, _Parent.ap_id, _Parent.position, _Answered.ap_id, _Answered.local)
+        .join(Thread, Thread.id == Post.thread_id)
+        .join(Category, Category.id == Thread.category_id)
+        .join(_Group, _Group.id == Category.actor_id)
+        .join(_Author, _Author.id == Post.author_id)
+        .outerjoin(_Parent, _Parent.id == Post.in_reply_to_id)
+        .outerjoin(_Answered, _Answered.id == func.coalesce(_Parent.author_id, Thread.author_id))
+        .where(Category.private.is_(False))
+    )
+
+
+def _subject(
+    post: Post,
+    thread: Thread,
+    author: Actor,
+    group: Actor,
+    parent_ap_id: str | None,
+    parent_position: int | None,
+    answered_ap_id: str | None,
+    answered_local: bool | None,
+) -> PostSubject:
+    # A reply to the first post answers the thread's Page, whose id is the thread's.
+    if parent_position == 1 and thread.ap_id:
+        parent_ap_id = thread.ap_id
+    also_to: tuple[str, ...] = ()
+    if post.position > 1 and answered_ap_id is not None and answered_local is False and answered_ap_id != author.ap_id:
+        also_to = (answered_ap_id,)
+    return PostSubject(post, thread, author, group, parent_ap_id, also_to)

@@ -1,0 +1,170 @@
+"""Content that arrives from other servers: threads, replies, edits and deletions written by remote actors.
+
+Stored like local content (`local = False`, with the origin's `ap_id`), so pages, counters, caches
+and the API treat both alike. The HTML is sanitized here again, whatever the sender did; titles are
+cut to the forum's limit instead of refused, since the text exists already elsewhere.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum import markup
+from forum.events import EventBus, PostCreated, PostDeleted, PostEdited, ThreadCreated
+from forum.models import Category, Post, PostRevision, Thread
+from forum.models.base import utcnow
+from forum.services.posting import MAX_BODY, MAX_TITLE, append_post
+
+
+def received_title(title: str) -> str:
+    title = "".join(c for c in " ".join(title.split()) if unicodedata.category(c) != "Cc")
+    return title[: MAX_TITLE - 1] + "…" if len(title) > MAX_TITLE else title
+
+
+def received_text(html: str, source: str | None) -> tuple[str, str]:
+    """(sanitized HTML, source): the Markdown source when the peer sent one, else the text of the HTML."""
+    clean = markup.sanitize(html)[: MAX_BODY * 4]
+    return clean, (source if source else markup.plain_text(clean))[:MAX_BODY]
+
+
+def title_from_text(html: str) -> str:
+    """A title for a post that has none (a Mastodon status sent to a Group): its first words."""
+    text = markup.plain_text(html)
+    return received_title(text[:80] + ("…" if len(text) > 80 else "")) or "…"
+
+
+async def add_thread(
+    session: AsyncSession,
+    bus: EventBus,
+    category: Category,
+    author_id: int,
+    *,
+    ap_id: str,
+    title: str,
+    html: str,
+    source: str | None,
+    published: datetime | None,
+    context_id: str | None,
+    remote_url: str | None,
+) -> tuple[Thread, Post]:
+    html, text = received_text(html, source)
+    now = utcnow()
+    if context_id and await session.scalar(select(Thread.id).where(Thread.context_id == context_id)):
+        context_id = None  # a peer reusing one context for several threads: keep the first
+    thread = Thread(
+        category_id=category.id,
+        author_id=author_id,
+        title=received_title(title) or title_from_text(html),
+        post_count=1,
+        created_at=published or now,
+        last_activity_at=now,
+        local=False,
+        ap_id=ap_id,
+        context_id=context_id,
+    )
+    session.add(thread)
+    await session.flush()
+    post = Post(
+        thread_id=thread.id,
+        position=1,
+        author_id=author_id,
+        source=text,
+        html=html,
+        created_at=published or now,
+        local=False,
+        ap_id=ap_id,
+        remote_url=remote_url,
+    )
+    session.add(post)
+    await session.flush()
+    thread.last_post_id = post.id
+    await session.execute(
+        update(Category)
+        .where(Category.id == category.id)
+        .values(thread_count=Category.thread_count + 1, post_count=Category.post_count + 1, last_activity_at=now)
+    )
+    await session.flush()
+    await bus.publish(session, ThreadCreated(thread.id, category.id, post.id))
+    return thread, post
+
+
+async def add_reply(
+    session: AsyncSession,
+    bus: EventBus,
+    thread: Thread,
+    author_id: int,
+    *,
+    ap_id: str,
+    html: str,
+    source: str | None,
+    in_reply_to: int | None,
+    published: datetime | None,
+    remote_url: str | None,
+) -> Post:
+    html, text = received_text(html, source)
+    post = await append_post(
+        session,
+        thread.id,
+        thread.category_id,
+        author_id,
+        source=text,
+        html=html,
+        in_reply_to=in_reply_to,
+        ap_id=ap_id,
+        created_at=published,
+        remote_url=remote_url,
+    )
+    await session.flush()
+    await bus.publish(session, PostCreated(post.id, thread.id, thread.category_id))
+    return post
+
+
+async def edit(
+    session: AsyncSession,
+    bus: EventBus,
+    post: Post,
+    thread: Thread,
+    *,
+    html: str,
+    source: str | None,
+    title: str | None,
+    editor_id: int,
+) -> None:
+    html, text = received_text(html, source)
+    new_title = received_title(title) if title and post.position == 1 else None
+    if html == post.html and (new_title is None or new_title == thread.title):
+        return
+    session.add(
+        PostRevision(
+            post_id=post.id,
+            number=post.revision_count + 1,
+            title=thread.title if post.position == 1 else None,
+            source=post.source,
+            html=post.html,
+            editor_id=editor_id,
+        )
+    )
+    post.revision_count += 1
+    post.source, post.html, post.edited_at = text, html, utcnow()
+    if new_title:
+        thread.title = new_title
+    thread.version += 1
+    await session.flush()
+    await bus.publish(session, PostEdited(post.id, thread.id, thread.category_id))
+
+
+async def delete(session: AsyncSession, bus: EventBus, post: Post, thread: Thread, *, removed: bool) -> None:
+    """The author deleted it (or a moderator of its Group removed it): a placeholder stays."""
+    if post.is_gone:
+        return
+    if removed:
+        post.removed_at = utcnow()
+    else:
+        post.deleted_at = utcnow()
+    thread.version += 1
+    await session.flush()
+    await bus.publish(session, PostDeleted(post.id, thread.id, thread.category_id))

@@ -1,0 +1,450 @@
+"""JSON-LD at the edge: safe parsing, the offline loader, the internal shape, attacks on the reading (deep
+nesting, unknown contexts, redefined terms, compact IRIs) and RsaSignature2017 verification."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pyld import jsonld as pyld_jsonld
+
+from activitypub.protocol.contexts import ContextNotBundled, OfflineLoader
+from activitypub.protocol.jsonld import (
+    DocumentError,
+    Normalizer,
+    ld_signature_creator,
+    parse_json,
+    verify_rsa_signature_2017,
+)
+from activitypub.protocol.vocabulary import PUBLIC
+
+AS = "https://www.w3.org/ns/activitystreams"
+SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "fediverse-samples"
+UNKNOWN = "https://evil.example/schemas/litepub-0.1.jsonld"
+
+
+class SpyLoader(OfflineLoader):
+    """The real offline loader, remembering every URL pyld asked it for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: list[str] = []
+
+    def __call__(self, url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self.requested.append(url)
+        return super().__call__(url, options)
+
+
+@pytest.fixture
+def network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Records any attempt to resolve a name or open a connection (pyld would swallow an exception)."""
+    attempts: list[str] = []
+
+    def refuse_resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        attempts.append(f"getaddrinfo {host}")
+        raise OSError("no network in this test")
+
+    def refuse_connect(self: socket.socket, address: Any) -> None:
+        attempts.append(f"connect {address}")
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_resolve)
+    monkeypatch.setattr(socket.socket, "connect", refuse_connect)
+    yield attempts
+
+
+@pytest.fixture
+def spy() -> SpyLoader:
+    return SpyLoader()
+
+
+@pytest.fixture
+def normalizer(spy: SpyLoader) -> Normalizer:
+    return Normalizer(loader=spy)
+
+
+def note(**extra: Any) -> dict[str, Any]:
+    return {
+        "@context": AS,
+        "id": "https://a.example/notes/1",
+        "type": "Note",
+        "attributedTo": "https://a.example/u/ana",
+        "content": "<p>hello</p>",
+        **extra,
+    }
+
+
+# --- parsing -------------------------------------------------------------------------------------------------
+
+
+def test_parse_json_returns_the_object() -> None:
+    assert parse_json(b'{"type": "Note", "name": "caf\xc3\xa9"}') == {"type": "Note", "name": "café"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"name": "caf\xe9"}', "not UTF-8"),
+        (b'{"type": "Note",}', "not valid JSON"),
+        (b'{"n": NaN}', "not valid JSON"),
+        (b"[1, 2]", "list, not an object"),
+        (b'"Note"', "str, not an object"),
+        (b"null", "null, not an object"),
+    ],
+)
+def test_parse_json_refuses_what_is_not_a_json_object(body: bytes, reason: str) -> None:
+    with pytest.raises(DocumentError, match=reason):
+        parse_json(body)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_refused_without_recursion_error(depth: int) -> None:
+    arrays = "[" * depth + "]" * depth
+    objects = '{"a":' * depth + "1" + "}" * depth
+    for body in (arrays, '{"x": ' + arrays + "}", objects):
+        with pytest.raises(DocumentError, match="nests deeper than 64 levels"):
+            parse_json(body)
+
+
+def test_a_string_full_of_escaped_quotes_is_scanned_in_linear_time() -> None:
+    # A naive string pattern backtracks once per quote: seconds for 40 kB, minutes for this.
+    body = '{"content": "' + '\\"' * 200_000
+    started = time.monotonic()
+    with pytest.raises(DocumentError, match="not valid JSON"):
+        parse_json(body)
+    assert time.monotonic() - started < 1
+
+
+def test_depth_limit_is_exact_and_brackets_inside_strings_do_not_count() -> None:
+    assert isinstance(parse_json('{"a": ' + "[" * 63 + "]" * 63 + "}")["a"], list)
+    with pytest.raises(DocumentError):
+        parse_json('{"a": ' + "[" * 64 + "]" * 64 + "}")
+    text = "[{" * 5_000 + '\\"'
+    assert parse_json(json.dumps({"content": text})) == {"content": text}
+
+
+def test_a_deep_document_given_as_a_dict_is_refused_too(normalizer: Normalizer) -> None:
+    deep: dict[str, Any] = note()
+    inner = deep
+    for _ in range(100):
+        inner["object"] = {"type": "Note"}
+        inner = inner["object"]
+    with pytest.raises(DocumentError, match="nests deeper"):
+        normalizer.normalize(deep)
+
+
+# --- the offline loader --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        AS,
+        "http://www.w3.org/ns/activitystreams",
+        "https://www.w3.org/ns/activitystreams#",
+        "https://w3id.org/security/v1/",
+        "http://joinmastodon.org/ns",
+        "https://joinmastodon.org/ns#",
+        "https://join-lemmy.org/context.json",
+        "https://schema.org",
+    ],
+)
+def test_the_loader_serves_bundled_contexts_under_their_usual_spellings(url: str) -> None:
+    remote = OfflineLoader()(url, {})
+    assert isinstance(remote["document"]["@context"], dict | list)
+    assert remote["documentUrl"].startswith(("https://", "http://"))
+
+
+def test_the_loader_refuses_an_unbundled_url_without_any_network(network: list[str]) -> None:
+    with pytest.raises(ContextNotBundled, match="never fetched"):
+        OfflineLoader()(UNKNOWN, {})
+    doc = {"@context": [AS, UNKNOWN], "id": "https://a.example/1", "type": "Note"}
+    with pytest.raises(pyld_jsonld.JsonLdError):
+        pyld_jsonld.expand(doc, {"documentLoader": OfflineLoader()})
+    assert network == []
+
+
+def test_the_loader_gives_a_fresh_copy_each_time() -> None:
+    loader = OfflineLoader()
+    loader(AS, {})["document"]["@context"]["content"] = "http://evil.example/x"
+    assert loader(AS, {})["document"]["@context"]["content"] == "as:content"
+
+
+# --- the internal shape --------------------------------------------------------------------------------------
+
+
+def test_the_shape_has_lists_where_promised_and_no_context(normalizer: Normalizer) -> None:
+    result = normalizer.normalize(
+        note(to="as:Public", cc="Public", tag={"type": "Hashtag", "name": "#garden"}, url="https://a.example/@ana/1")
+    )
+    assert result.method == "terms"
+    assert result.document == {
+        "id": "https://a.example/notes/1",
+        "type": "Note",
+        "attributedTo": "https://a.example/u/ana",
+        "cc": [PUBLIC],
+        "content": "<p>hello</p>",
+        "tag": [{"type": "Hashtag", "name": "#garden"}],
+        "to": [PUBLIC],
+        "url": ["https://a.example/@ana/1"],
+    }
+
+
+def test_embedded_objects_are_normalized_and_bare_references_become_ids(normalizer: Normalizer) -> None:
+    activity = {
+        "@context": [AS, "https://w3id.org/security/v1"],
+        "id": "https://g.example/activities/1",
+        "type": "Announce",
+        "actor": {"id": "https://g.example/c/garden"},
+        "object": {**note(to=PUBLIC, summary=None, unknownTerm=1), "@context": AS},
+    }
+    document = normalizer.normalize(activity).document
+    assert document["actor"] == "https://g.example/c/garden"
+    assert document["object"]["to"] == [PUBLIC]
+    assert "summary" not in document["object"] and "unknownTerm" not in document["object"]
+
+
+def test_language_maps_keep_lowercased_tags_and_a_default_language_is_ignored(normalizer: Normalizer) -> None:
+    doc = note(contentMap={"EN": "<p>hello</p>", "fr": "<p>salut</p>"})
+    doc["@context"] = [AS, {"@language": "und"}]
+    for use_jsonld in (False, True):
+        document = normalizer.normalize(doc, use_jsonld=use_jsonld).document
+        assert document["content"] == "<p>hello</p>"
+        assert document["contentMap"] == {"en": "<p>hello</p>", "fr": "<p>salut</p>"}
+
+
+def test_extension_terms_are_read_under_their_own_names(normalizer: Normalizer) -> None:
+    group = {
+        "@context": ["https://join-lemmy.org/context.json", AS],
+        "id": "https://l.example/c/garden",
+        "type": "Group",
+        "moderators": "https://l.example/c/garden/moderators",
+        "postingRestrictedToMods": True,
+        "featured": "https://l.example/c/garden/featured",
+        "expires": "2030-01-01T00:00:00Z",  # Lemmy's context maps it to as:endTime
+        "publicKey": {"id": "https://l.example/c/garden#main-key", "owner": "https://l.example/c/garden"},
+    }
+    fast = normalizer.normalize(group)
+    assert fast.method == "terms"
+    assert fast.document["moderators"] == "https://l.example/c/garden/moderators"
+    assert fast.document["postingRestrictedToMods"] is True
+    assert fast.document["endTime"] == "2030-01-01T00:00:00Z"
+    assert fast.document["publicKey"]["owner"] == "https://l.example/c/garden"
+    assert normalizer.normalize(group, use_jsonld=True).document == fast.document
+
+
+def test_a_document_without_context_is_read_plainly_only_if_it_looks_like_activitystreams(
+    normalizer: Normalizer,
+) -> None:
+    plain = normalizer.normalize({"id": "https://l.example/post/1", "type": "Page", "name": "Hi", "to": PUBLIC})
+    assert plain.method == "no-context"
+    assert plain.document["to"] == [PUBLIC]
+    with pytest.raises(DocumentError, match="no @context and no id and type"):
+        normalizer.normalize({"name": "Hi", "content": "no type, no id"})
+
+
+# --- attacks -------------------------------------------------------------------------------------------------
+
+
+def test_a_redefined_content_is_not_read_as_activitystreams_content(normalizer: Normalizer) -> None:
+    doc = note(name="Title")
+    doc["@context"] = [AS, {"content": "http://evil.example/ns#x", "Note": "http://evil.example/ns#Note"}]
+    result = normalizer.normalize(doc)
+    assert result.method == "jsonld"
+    assert "content" not in result.document
+    assert result.document["type"] == "http://evil.example/ns#Note"
+    assert result.document["name"] == "Title"
+
+
+def test_a_redefinition_inside_an_embedded_object_is_honoured(normalizer: Normalizer) -> None:
+    inner = note(name="kept")
+    inner["@context"] = [AS, {"content": "http://evil.example/ns#x"}]
+    doc = {"@context": AS, "id": "https://a.example/a/1", "type": "Announce", "actor": "https://a.example/u/ana"}
+    result = normalizer.normalize({**doc, "object": inner})
+    assert result.method == "jsonld"
+    assert "content" not in result.document["object"] and result.document["object"]["name"] == "kept"
+
+
+def test_a_redefined_as_prefix_does_not_make_a_post_public(normalizer: Normalizer) -> None:
+    doc = note(to="as:Public")
+    doc["@context"] = [AS, {"as": "http://evil.example/ns#"}]
+    assert normalizer.normalize(doc).document["to"] == ["http://evil.example/ns#Public"]
+
+
+def test_compact_and_full_iris_are_read_as_their_terms(normalizer: Normalizer) -> None:
+    doc = {
+        "@context": AS,
+        "id": "https://a.example/notes/1",
+        "type": "Note",
+        "as:content": "<p>hello</p>",
+        "https://www.w3.org/ns/activitystreams#name": "Title",
+        "as:to": ["as:Public"],
+        "as:inReplyTo": {"id": "https://b.example/notes/9"},
+    }
+    result = normalizer.normalize(doc)
+    assert result.method == "jsonld"
+    assert result.document == {
+        "id": "https://a.example/notes/1",
+        "type": "Note",
+        "content": "<p>hello</p>",
+        "inReplyTo": "https://b.example/notes/9",
+        "name": "Title",
+        "to": [PUBLIC],
+    }
+
+
+def test_an_unknown_context_is_never_fetched_and_read_plainly_beside_activitystreams(
+    normalizer: Normalizer, spy: SpyLoader, network: list[str]
+) -> None:
+    doc = note(to=[PUBLIC])
+    doc["@context"] = [AS, UNKNOWN, {"@language": "und"}]
+    result = normalizer.normalize(doc)
+    assert result.method == "plain-terms"
+    assert result.document["content"] == "<p>hello</p>"
+    assert UNKNOWN not in spy.requested
+    assert all(spy.bundled.is_bundled(url) for url in spy.requested)
+    assert network == []
+
+
+@pytest.mark.parametrize(
+    ("context", "reason"),
+    [
+        ([UNKNOWN], "without the ActivityStreams context"),
+        ([AS, UNKNOWN, {"content": "http://evil.example/ns#x"}], "cannot be read safely"),
+        ([AS, {"@import": UNKNOWN, "content": "http://evil.example/ns#x"}], "cannot be read safely"),
+        (
+            [AS, {"x": {"@id": "http://ex.example/x", "@context": UNKNOWN}, "as:name": "http://evil.example/n"}],
+            "cannot be read safely",
+        ),
+    ],
+)
+def test_an_unknown_context_that_matters_is_refused_without_any_fetch(
+    normalizer: Normalizer, spy: SpyLoader, network: list[str], context: list[Any], reason: str
+) -> None:
+    doc = note()
+    doc["@context"] = context
+    with pytest.raises(DocumentError, match=reason):
+        normalizer.normalize(doc)
+    with pytest.raises(DocumentError, match=r"never fetched|cannot be trusted"):
+        normalizer.normalize(doc, use_jsonld=True)
+    assert UNKNOWN not in spy.requested
+    assert network == []
+
+
+def test_invalid_json_ld_is_a_document_error(normalizer: Normalizer) -> None:
+    doc = note()
+    doc["@context"] = [AS, {"@version": 1.1, "content": {"@id": "as:content", "@type": "@json"}}, 7]
+    with pytest.raises(DocumentError, match="not valid JSON-LD"):
+        normalizer.normalize(doc)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        "http://www.w3.org/ns/activitystreams#",
+        [AS, "https://w3id.org/security/v1", {"toot": "http://joinmastodon.org/ns#", "featured": "toot:featured"}],
+        [AS, {"sc": "http://schema.org#", "language": "sc:inLanguage", "@language": "en"}],
+    ],
+)
+def test_the_direct_reading_and_json_ld_agree(normalizer: Normalizer, context: Any) -> None:
+    doc = note(
+        to=["Public"],
+        cc=[],
+        inReplyTo={"id": "https://b.example/1", "type": "Note"},
+        attachment=[{"type": "Document", "url": "https://a.example/f.png", "mediaType": "image/png"}],
+        language={"identifier": "en", "name": "English"},
+        sensitive=False,
+        featured="https://a.example/u/ana/featured",
+        orderedItems=["https://a.example/1", "https://a.example/2"],
+        items=[],
+        nameMap={"de": "Titel"},
+    )
+    doc["@context"] = context
+    fast = normalizer.normalize(doc)
+    assert fast.method == "terms"
+    assert normalizer.normalize(doc, use_jsonld=True).document == fast.document
+
+
+# --- Linked Data signatures ----------------------------------------------------------------------------------
+
+
+def sign_like_mastodon(document: dict[str, Any], key: rsa.RSAPrivateKey, creator: str) -> dict[str, Any]:
+    """An independent signer following Mastodon's ActivityPub::LinkedDataSignature#sign!."""
+    loader = OfflineLoader()
+
+    def canonical_hash(value: dict[str, Any]) -> str:
+        options = {"algorithm": "URDNA2015", "format": "application/n-quads", "documentLoader": loader}
+        return hashlib.sha256(pyld_jsonld.normalize(value, options).encode()).hexdigest()
+
+    options = {"type": "RsaSignature2017", "creator": creator, "created": "2024-05-01T10:00:00Z"}
+    signed_options = {"@context": "https://w3id.org/identity/v1", "creator": creator, "created": options["created"]}
+    to_sign = canonical_hash(signed_options) + canonical_hash(document)
+    value = base64.b64encode(key.sign(to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    return {**document, "signature": {**options, "signatureValue": value}}
+
+
+@pytest.fixture(scope="module")
+def key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key: rsa.RSAPrivateKey) -> str:
+    return key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_a_mastodon_style_signature_verifies_and_names_its_key(key: rsa.RSAPrivateKey) -> None:
+    activity = {
+        "@context": [AS, "https://w3id.org/security/v1"],
+        "id": "https://a.example/activities/1",
+        "type": "Create",
+        "actor": "https://a.example/u/ana",
+        "object": note(to=[PUBLIC]) | {"@context": AS},
+    }
+    signed = sign_like_mastodon(activity, key, "https://a.example/u/ana#main-key")
+    assert ld_signature_creator(signed) == "https://a.example/u/ana#main-key"
+    assert verify_rsa_signature_2017(signed, pem(key))
+
+
+def test_a_tampered_or_foreign_signature_does_not_verify(key: rsa.RSAPrivateKey) -> None:
+    activity = {"@context": AS, "id": "https://a.example/a/1", "type": "Like", "actor": "https://a.example/u/ana"}
+    signed = sign_like_mastodon(activity | {"object": "https://b.example/1"}, key, "https://a.example/u/ana#k")
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert verify_rsa_signature_2017(signed, pem(key))
+    assert not verify_rsa_signature_2017(signed | {"object": "https://b.example/2"}, pem(key))
+    assert not verify_rsa_signature_2017(
+        signed | {"signature": signed["signature"] | {"created": "2024-05-02T10:00:00Z"}}, pem(key)
+    )
+    assert not verify_rsa_signature_2017(signed, pem(other))
+    assert not verify_rsa_signature_2017(signed | {"@context": [AS, UNKNOWN]}, pem(key))
+    assert not verify_rsa_signature_2017(activity, pem(key))
+    assert ld_signature_creator(activity) is None
+
+
+def test_a_signed_document_naming_blank_nodes_is_not_canonicalized(key: rsa.RSAPrivateKey) -> None:
+    # Eight blank nodes that all point at each other cost URDNA2015 about a minute.
+    clique = [{"id": f"_:b{i}", "to": [f"_:b{j}" for j in range(8) if j != i]} for i in range(8)]
+    activity = {"@context": AS, "id": "https://a.example/a/1", "type": "Note", "tag": clique}
+    signature = {"type": "RsaSignature2017", "creator": "https://a.example/u/ana#k", "signatureValue": "AAAA"}
+    started = time.monotonic()
+    assert not verify_rsa_signature_2017(activity | {"signature": signature}, pem(key))
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="the shared fediverse samples are not on this machine")
+def test_a_real_friendica_signature_verifies_with_its_authors_published_key() -> None:
+    activity = parse_json((SAMPLES / "friendica/activities/create_note.json").read_bytes())
+    author = parse_json((SAMPLES / "friendica/objects/person_1.json").read_bytes())
+    assert ld_signature_creator(activity) == author["publicKey"]["id"]
+    assert verify_rsa_signature_2017(activity, author["publicKey"]["publicKeyPem"])
+    tampered = activity | {"object": activity["object"] | {"content": "changed"}}
+    assert not verify_rsa_signature_2017(tampered, author["publicKey"]["publicKeyPem"])

@@ -5,23 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activitypub.protocol.jsonld import Normalizer
+from activitypub.understand import inspect_bytes
 from forum import __version__, migrate
 from forum.config import ConfigError, Settings, load_settings
 from forum.db import create_engine, sessionmaker
 from forum.errors import ForumError, NotFound
 from forum.events import EventBus
 from forum.models import RoleGrant
-from forum.permissions import DUTIES, Viewer
+from forum.permissions import DUTIES, GUEST, Viewer
 from forum.services import accounts, site
 from forum.services import categories as category_service
+from forum.web.api.resolve import resolve
 
 T = TypeVar("T")
 
@@ -105,10 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     federation = commands.add_parser("federation", help="federation tools").add_subparsers(metavar="ACTION")
     lookup = federation.add_parser("lookup", help="resolve a remote actor or object")
     lookup.add_argument("target")
-    lookup.set_defaults(handler=_not_yet)
+    lookup.set_defaults(handler=_federation_lookup)
     inspect = federation.add_parser("inspect", help="read an ActivityStreams document offline")
-    inspect.add_argument("file")
-    inspect.set_defaults(handler=_not_yet)
+    inspect.add_argument("file", help="a JSON file, or - for standard input")
+    inspect.set_defaults(handler=_federation_inspect)
     return parser
 
 
@@ -279,8 +284,33 @@ def _token_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(settings: Settings, args: argparse.Namespace) -> int:
-    raise CommandError("federation is not built yet (issue 3)")
+def _federation_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    """Offline: how Jardin reads a document, or why it would refuse it (exit 1). Never fetches."""
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {args.file}: {error.strerror}") from None
+    status, text = inspect_bytes(raw, Normalizer())
+    print(text)
+    return status
+
+
+def _federation_lookup(settings: Settings, args: argparse.Namespace) -> int:
+    """WebFinger and a signed fetch through the guarded client; prints the stored record as JSON."""
+    from forum.app import build_context, federation_of
+
+    async def look() -> dict[str, Any]:
+        forum = build_context(settings)
+        try:
+            async with forum.write() as session:
+                return await resolve(session, settings, GUEST, args.target, forum.resolver)
+        finally:
+            await federation_of(forum).aclose()
+            await forum.engine.dispose()
+
+    _require_schema(settings)
+    print(json.dumps(asyncio.run(look()), indent=2, ensure_ascii=False))
+    return 0
 
 
 if __name__ == "__main__":

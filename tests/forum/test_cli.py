@@ -270,3 +270,28 @@ def test_a_slug_of_digits_only_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("forum: A slug needs at least one letter")
     assert "Traceback" not in result.stderr
+
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "fediverse-samples"
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="the shared fediverse samples are not on this machine")
+def test_federation_inspect_reads_a_document_offline_or_says_why_not(tmp_path: Path) -> None:
+    page = ok(
+        run_forum(
+            tmp_path, "federation", "inspect", str(SAMPLES / "lemmy/activities/create_or_update/create_page.json")
+        )
+    )
+    assert "becomes: thread (Create of Page)" in page
+    assert "title: test post" in page
+    private = run_forum(
+        tmp_path, "federation", "inspect", "-",
+        stdin=(SAMPLES / "lemmy/activities/create_or_update/create_private_message.json").read_text(),
+    )  # fmt: skip
+    assert private.returncode == 1
+    assert "private messages" in private.stdout.lower()
+    refused(run_forum(tmp_path, "federation", "inspect", str(tmp_path / "missing.json")), "cannot read")
+
+
+def test_federation_lookup_refuses_a_bad_handle_in_one_line(populated: Path) -> None:
+    refused(run_forum(populated, "federation", "lookup", "not a handle"), "no member or category is named")

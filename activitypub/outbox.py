@@ -36,8 +36,9 @@ from forum.events import (
     PostDeleted,
     PostEdited,
     ThreadCreated,
+    VoteChanged,
 )
-from forum.models import Actor, Delivery, Follow, OutgoingActivity
+from forum.models import Actor, Delivery, Follow, OutgoingActivity, Vote
 from forum.models.base import utcnow
 
 
@@ -75,6 +76,7 @@ class Outbox:
         bus.subscribe(PostDeleted, self._on_content)
         bus.subscribe(FollowRequested, self._on_follow)
         bus.subscribe(FollowWithdrawn, self._on_unfollow)
+        bus.subscribe(VoteChanged, self._on_vote)
 
     async def _on_follow(self, session: AsyncSession, event: Event) -> None:
         assert isinstance(event, FollowRequested)
@@ -101,6 +103,45 @@ class Outbox:
             "object": inner,
         }
         await record_activity(session, follower, document, [t for t in [actor_target(target)] if t])
+
+    async def _on_vote(self, session: AsyncSession, event: Event) -> None:
+        """A member's vote: `Like`/`Dislike` (a changed vote is simply the new one, as Lemmy sends it), or the
+        `Undo` of the earlier one; to the post's author and its Group, which announces it (FEP-1b12)."""
+        assert isinstance(event, VoteChanged)
+        voter = await session.get(Actor, event.voter_id)
+        subject = await load_post_subject(session, event.post_id)
+        if voter is None or not voter.local or subject is None:
+            return  # a remote actor's vote is announced by the inbox; a private category's never federates
+        voted: Document = {"type": "Like" if event.value > 0 else "Dislike", "object": post_id(subject)}
+        if event.value == 0:
+            if event.previous_activity_id is None:
+                return
+            before = {"type": "Like" if event.previous_value > 0 else "Dislike", "object": post_id(subject)}
+            inner = {"id": event.previous_activity_id, "actor": voter.ap_id, **before}
+            voted = {"type": "Undo", "object": inner}
+        document: Document = {
+            "@context": CONTEXT,
+            "id": new_activity_id(self.base_url),
+            "actor": voter.ap_id,
+            **voted,
+            "to": [subject.group.ap_id],
+            "cc": [PUBLIC, subject.author.ap_id],
+            "audience": subject.group.ap_id,
+        }
+        if event.value != 0:
+            vote = await session.scalar(
+                select(Vote).where(Vote.post_id == event.post_id, Vote.actor_id == event.voter_id)
+            )
+            assert vote is not None
+            vote.activity_id = document["id"]
+        author = [t for t in [actor_target(subject.author)] if t]
+        if not subject.group.local:
+            await record_activity(session, voter, document, [*author, *[t for t in [actor_target(subject.group)] if t]])
+            return
+        await record_activity(session, voter, document, author)
+        followers = [t for t in await follower_targets(session, subject.group.id) if t.understands_groups]
+        if followers:
+            await record_activity(session, subject.group, self._announce(subject.group, document), followers)
 
     @staticmethod
     def _follow(follower: Actor, target: Actor, activity_id: str) -> Document:

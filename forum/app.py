@@ -34,6 +34,7 @@ from forum.events import (
     PostEdited,
     SiteChanged,
     ThreadCreated,
+    VoteChanged,
 )
 from forum.i18n import Catalogs
 from forum.jobs import JobRunner
@@ -43,7 +44,7 @@ from forum.ratelimit import RateLimiter
 from forum.services.maintenance import prune_expired_sessions
 from forum.services.reading import ThreadPage
 from forum.services.site import SiteInfo
-from forum.web import account, admin, misc, pages, posting
+from forum.web import account, admin, misc, pages, posting, votes
 from forum.web.api import routes as api_routes
 from forum.web.context import ForumContext
 from forum.web.middleware import ForumMiddleware
@@ -59,6 +60,11 @@ def build_event_bus() -> EventBus:
         assert isinstance(event, ThreadCreated | PostCreated | PostEdited | PostDeleted)
         mark_stale(session, f"t:{event.thread_id}", f"c:{event.category_id}", "home")
 
+    async def votes_changed(session: AsyncSession, event: Event) -> None:
+        # Scores show on the thread's pages only.
+        assert isinstance(event, VoteChanged)
+        mark_stale(session, f"t:{event.thread_id}")
+
     async def category_changed(session: AsyncSession, event: Event) -> None:
         assert isinstance(event, CategoryChanged)
         mark_stale(session, f"c:{event.category_id}", "home")
@@ -68,6 +74,7 @@ def build_event_bus() -> EventBus:
 
     for event_type in (ThreadCreated, PostCreated, PostEdited, PostDeleted):
         bus.subscribe(event_type, content_changed)
+    bus.subscribe(VoteChanged, votes_changed)
     bus.subscribe(CategoryChanged, category_changed)
     bus.subscribe(SiteChanged, site_changed)
     return bus
@@ -141,6 +148,7 @@ def create_app(
         *federation_inbox.routes,
         *pages.routes,
         *posting.routes,
+        *votes.routes,
         *account.routes,
         *admin.routes,
         *api_routes.routes,

@@ -39,6 +39,9 @@ class RateLimits:
     api_window: float = 5 * 60
     post_per_account: int = 30
     post_window: float = 10 * 60
+    # Each vote is an activity sent to the post's author and the category's followers.
+    vote_per_account: int = 120
+    vote_window: float = 10 * 60
     # Activities a remote instance may post to our inboxes (all its actors together).
     inbox_per_instance: int = 3000
     inbox_window: float = 60

@@ -47,6 +47,22 @@ class PostDeleted(Event):
 
 
 @dataclass(frozen=True)
+class VoteChanged(Event):
+    """An actor voted on a post, changed its vote, or withdrew it (`value` 0).
+
+    `previous_activity_id` is the `Like`/`Dislike` the earlier vote was sent or received as, for its `Undo`.
+    """
+
+    post_id: int
+    thread_id: int
+    category_id: int
+    voter_id: int
+    value: int
+    previous_value: int
+    previous_activity_id: str | None
+
+
+@dataclass(frozen=True)
 class FollowRequested(Event):
     """A member asked to follow a remote actor; the request is on its way."""
 

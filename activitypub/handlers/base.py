@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.actors import as_strings
@@ -41,6 +41,8 @@ class Received:
     activity: dict[str, Any]
     # The remote Group that announced this activity, when it came wrapped in an `Announce`.
     via_group: Actor | None = None
+    # The `Undo` itself, while its inner activity is handled as `activity`.
+    undo: dict[str, Any] | None = None
 
     @property
     def type(self) -> str:
@@ -64,7 +66,7 @@ class Received:
         return ids[0] if ids else None
 
     def undoing(self, inner: dict[str, Any]) -> Received:
-        return replace(self, activity=inner | {"actor": self.actor_id})
+        return replace(self, activity=inner | {"actor": self.actor_id}, undo=self.activity)
 
     def wrapped(self, inner: dict[str, Any], group: Actor) -> Received:
         return replace(self, activity=inner, via_group=group)
@@ -103,12 +105,17 @@ class Received:
         """A post by its id; a thread's id names its first post."""
         if ap_id is None:
             return None
+        # Two lookups, each on a unique index: an OR across the two tables made both databases scan every post.
+        joined = select(Post, Thread).join(Thread, Thread.id == Post.thread_id)
+        row = (await self.session.execute(joined.where(Post.ap_id == ap_id).limit(1))).first()
+        if row is None:
+            row = (await self.session.execute(joined.where(Thread.ap_id == ap_id, Post.position == 1).limit(1))).first()
+        return (row[0], row[1]) if row else None
+
+    async def post_by_local_id(self, post_id: int) -> tuple[Post, Thread] | None:
         row = (
             await self.session.execute(
-                select(Post, Thread)
-                .join(Thread, Thread.id == Post.thread_id)
-                .where(or_(Post.ap_id == ap_id, (Thread.ap_id == ap_id) & (Post.position == 1)))
-                .limit(1)
+                select(Post, Thread).join(Thread, Thread.id == Post.thread_id).where(Post.id == post_id)
             )
         ).first()
         return (row[0], row[1]) if row else None

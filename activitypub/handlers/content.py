@@ -15,10 +15,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from activitypub.audiences import domain_of, follower_targets
+from activitypub.audiences import Target, domain_of, follower_targets
 from activitypub.handlers.base import ACTIVITY_TYPES, HandlerFailed, HandlerRefused, Received
 from activitypub.objects import CONTEXT, PUBLIC
 from activitypub.outbox import new_activity_id, record_activity
+from activitypub.protocol.client import FetchError
+from activitypub.protocol.jsonld import DocumentError
+from activitypub.resolver import ResolveError
 from forum.models import Actor, ActorKind, Category
 from forum.models.base import utcnow
 from forum.services import received as received_content
@@ -76,7 +79,7 @@ async def store_post(received: Received, obj: dict[str, Any], depth: int = 0) ->
         context_id=received.single(obj.get("context")),
         remote_url=_url(obj),
     )
-    await _announce_if_ours(received, category)
+    await announce_if_ours(received, category)
     return f"thread {thread.id}"
 
 
@@ -108,7 +111,7 @@ async def _store_reply(received: Received, obj: dict[str, Any], author: Actor, p
         remote_url=_url(obj),
     )
     if depth == 0:
-        await _announce_if_ours(received, category)
+        await announce_if_ours(received, category)
     return f"reply {post.id} in thread {thread.id}"
 
 
@@ -132,19 +135,29 @@ async def _addressed_category(received: Received, obj: dict[str, Any]) -> Catego
     )
 
 
-async def _announce_if_ours(received: Received, category: Category) -> None:
-    """FEP-1b12: our Group passes what it received on to its followers (never back to the sender's host)."""
+async def announce_if_ours(received: Received, category: Category) -> None:
+    """FEP-1b12: our Group passes what it received on to its followers (never back to the sender's host).
+
+    Followers whose software reads Groups get every activity announced. The others (Mastodon…) get only
+    new threads, as `Announce(Page)`, the one form they show; replies, edits and votes would be noise there.
+    """
     if not category.local or received.via_group is not None:
         return
     group = await received.session.get(Actor, category.actor_id)
     assert group is not None
     sender = domain_of(received.actor_id)
-    targets = [t for t in await follower_targets(received.session, group.id) if t.domain != sender]
-    if received.type == "Create" and received.activity.get("object", {}).get("inReplyTo"):
-        targets = [t for t in targets if t.understands_groups]
+    followers = [t for t in await follower_targets(received.session, group.id) if t.domain != sender]
+    group_aware = [t for t in followers if t.understands_groups]
+    inner = {key: value for key, value in received.activity.items() if key != "@context"}
+    await _announce(received, group, inner, group_aware)
+    obj = inner.get("object")
+    if received.type == "Create" and isinstance(obj, dict) and not obj.get("inReplyTo"):
+        await _announce(received, group, obj, [t for t in followers if not t.understands_groups])
+
+
+async def _announce(received: Received, group: Actor, inner: dict[str, Any], targets: list[Target]) -> None:
     if not targets:
         return
-    inner = {key: value for key, value in received.activity.items() if key != "@context"}
     announce = {
         "@context": CONTEXT,
         "id": new_activity_id(received.federation.settings.base_url),
@@ -183,7 +196,7 @@ async def on_update(received: Received) -> str:
         title=str(obj["name"]) if obj.get("name") else None,
         editor_id=author.id,
     )
-    await _announce_if_ours(received, await received.category_of(thread))
+    await announce_if_ours(received, await received.category_of(thread))
     return f"post {post.id} edited"
 
 
@@ -204,7 +217,7 @@ async def on_delete(received: Received) -> str:
     assert author is not None and group is not None
     if author.ap_id == received.actor_id and not author.local:
         await received_content.delete(received.session, received.federation.bus, post, thread, removed=False)
-        await _announce_if_ours(received, category)
+        await announce_if_ours(received, category)
         return f"post {post.id} deleted"
     if (not group.local and received.actor_id == group.ap_id) or received.via_group is group:
         # The Group's own moderation, announced by it: its moderators are its business.
@@ -240,9 +253,36 @@ async def on_announce(received: Received, dispatch: Callable[[Received], Awaitab
         object_id = wrapped.object_id
         if object_id is None or await _still_there(received, object_id):
             raise HandlerRefused("an announced Delete whose object still exists at its origin")
+    elif inner.get("type") in VERIFIABLE_BY_FETCH and not trusted:
+        # Votes and their Undo carry no object to re-fetch: the activity itself must be served by its origin.
+        served = await _served_by_origin(received, inner)
+        if served is None:
+            return f"announced {inner.get('type')} ignored: its origin does not serve it"
+        wrapped = received.wrapped(served, announcer)
     elif not trusted:
         return f"announced {inner.get('type')} ignored: not signed by its author"
     return await dispatch(wrapped) or "done"
+
+
+VERIFIABLE_BY_FETCH = {"Like", "Dislike", "Undo"}
+
+
+async def _served_by_origin(received: Received, inner: dict[str, Any]) -> dict[str, Any] | None:
+    """The announced activity as its author's server serves it, if it says the same thing; else None."""
+    activity_id, actor_id = inner.get("id"), received.single(inner.get("actor"))
+    if not isinstance(activity_id, str) or actor_id is None or domain_of(activity_id) != domain_of(actor_id):
+        return None
+    try:
+        served = await received.federation.resolver.fetch(activity_id)
+    except (ResolveError, FetchError, DocumentError):  # unreachable, refused, not JSON: not believed
+        return None
+    same = (
+        served.get("id") == activity_id
+        and served.get("type") == inner.get("type")
+        and received.single(served.get("actor")) == actor_id
+        and received.single(served.get("object")) == received.single(inner.get("object"))
+    )
+    return served if same else None
 
 
 async def _still_there(received: Received, object_id: str) -> bool:

@@ -1,52 +1,54 @@
-"""`Like`, `Dislike` and their `Undo`: votes on posts, one per actor and post."""
+"""`Like`, `Dislike` and their `Undo`: votes on posts, one per actor and post.
+
+They go through the forum's own vote service, so counters, page caches and events are the same as for a
+member's vote; a vote in one of our categories is then announced by its Group (FEP-1b12).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from dataclasses import replace
+
+from sqlalchemy import select
 
 from activitypub.handlers.base import HandlerRefused, Received
-from forum.models import Post, Vote
+from activitypub.handlers.content import announce_if_ours
+from forum.models import Vote
+from forum.services.votes import apply_vote
 
 
 async def on_vote(received: Received) -> str:
     found = await received.post_by_id(received.object_id)
     if found is None:
         return "vote on an unknown post ignored"
-    post = found[0]
-    value = 1 if received.type == "Like" else -1
+    post, thread = found
+    category = await received.category_of(thread)
+    if category.private:
+        raise HandlerRefused("posts of a private category take no votes from elsewhere")
     voter = await received.actor()
-    vote = await received.session.scalar(select(Vote).where(Vote.post_id == post.id, Vote.actor_id == voter.id))
-    if vote is not None and vote.value == value:
+    value = 1 if received.type == "Like" else -1
+    changed = await apply_vote(
+        received.session, received.federation.bus, post, category.id, voter.id, value, received.id
+    )
+    if not changed:
         return "vote already counted"
-    if vote is None:
-        vote = Vote(post_id=post.id, actor_id=voter.id, value=value)
-        received.session.add(vote)
-    else:
-        await _count(received, post.id, vote.value, -1)
-        vote.value = value
-    vote.activity_id = received.id
-    await _count(received, post.id, value, +1)
+    await announce_if_ours(received, category)
     return "vote counted"
 
 
 async def on_undo_vote(received: Received) -> str:
     voter = await received.actor()
     vote = await received.session.scalar(select(Vote).where(Vote.activity_id == received.id))
-    if vote is None and received.object_id is not None:
-        found = await received.post_by_id(received.object_id)
-        if found is not None:
-            vote = await received.session.scalar(
-                select(Vote).where(Vote.post_id == found[0].id, Vote.actor_id == voter.id)
-            )
+    found = await received.post_by_id(received.object_id) if vote is None else None
+    if vote is None and found is not None:
+        vote = await received.session.scalar(select(Vote).where(Vote.post_id == found[0].id, Vote.actor_id == voter.id))
     if vote is None:
         return "no such vote"
     if vote.actor_id != voter.id:
         raise HandlerRefused("an actor may only undo its own vote")
-    await _count(received, vote.post_id, vote.value, -1)
-    await received.session.delete(vote)
+    found = found or await received.post_by_local_id(vote.post_id)
+    assert found is not None
+    category = await received.category_of(found[1])
+    await apply_vote(received.session, received.federation.bus, found[0], category.id, voter.id, 0)
+    if received.undo is not None:
+        await announce_if_ours(replace(received, activity=received.undo, undo=None), category)
     return "vote withdrawn"
-
-
-async def _count(received: Received, post_id: int, value: int, change: int) -> None:
-    column = Post.upvotes if value > 0 else Post.downvotes
-    await received.session.execute(update(Post).where(Post.id == post_id).values({column: column + change}))

@@ -59,6 +59,12 @@ class PostView:
     revision_count: int
     ap_id: str | None
     local: bool
+    upvotes: int = 0
+    downvotes: int = 0
+
+    @property
+    def score(self) -> int:
+        return self.upvotes - self.downvotes
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ async def thread_page(session: AsyncSession, viewer: Viewer, thread_id: int, pag
         select(
             Post.id, Post.position, Post.html, Post.source, Post.created_at, Post.edited_at, Post.deleted_at,
             Post.removed_at, Post.in_reply_to_id, Post.revision_count, Post.ap_id, Post.local,
+            Post.upvotes, Post.downvotes,
             Actor.id, Actor.username, Actor.domain, Actor.display_name, Actor.local, Actor.url,
             _ParentAuthor.username, _ParentAuthor.domain, _ParentAuthor.local,
         )
@@ -133,9 +140,9 @@ async def thread_page(session: AsyncSession, viewer: Viewer, thread_id: int, pag
         PostView(
             id=r[0], position=r[1], html=r[2], source=r[3], created_at=r[4], edited_at=r[5],
             deleted=r[6] is not None, removed=r[7] is not None, in_reply_to_id=r[8], revision_count=r[9],
-            ap_id=r[10], local=r[11],
-            author=AuthorView(r[12], r[13], r[14], r[15], r[16], r[17]),
-            in_reply_to_author=None if r[18] is None else (r[18] if r[20] else f"{r[18]}@{r[19]}"),
+            ap_id=r[10], local=r[11], upvotes=r[12], downvotes=r[13],
+            author=AuthorView(r[14], r[15], r[16], r[17], r[18], r[19]),
+            in_reply_to_author=None if r[20] is None else (r[20] if r[22] else f"{r[20]}@{r[21]}"),
         )
         for r in result
     ]  # fmt: skip

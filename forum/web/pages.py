@@ -28,6 +28,7 @@ from forum.web.base import (
     site_info,
 )
 from forum.web.context import forum_context
+from forum.web.votes import viewer_votes
 
 
 async def _cached_for_visitor(request: Request, key: tuple[object, ...]) -> tuple[Response | None, tuple[object, ...]]:
@@ -116,7 +117,7 @@ async def thread(request: Request) -> Response:
         return cached
     state = await page_state(request)
     view = await cached_thread_page(request, state, thread_id, page)
-    response = thread_response(request, state, view, {})
+    response = thread_response(request, state, view, {}, my_votes=await viewer_votes(request, state, view))
     return _store_for_visitor(request, key, response, (f"t:{thread_id}",))
 
 
@@ -143,9 +144,17 @@ def thread_response(
     view: reading.ThreadPage,
     form: dict[str, object],
     status_code: int = 200,
+    *,
+    my_votes: dict[int, int] | None = None,
 ) -> Response:
     # A refused reply carries its reason in `form`; the template shows `error` next to the reply box.
-    context = {"view": view, "form": form, "error": form.get("error"), "error_field": form.get("error_field")}
+    context = {
+        "view": view,
+        "form": form,
+        "error": form.get("error"),
+        "error_field": form.get("error_field"),
+        "my_votes": my_votes or {},
+    }
     return render(request, state, "thread.html", context, status_code)
 
 

@@ -157,6 +157,19 @@ async def test_fedify_starts_a_thread_a_member_answers_and_a_member_follows_alic
         assert note["inReplyTo"] == started["object"]
         assert "Welcome!" in (note["content"] or "")
 
+        # Alice likes maria's answer, then takes it back: the count follows both.
+        liked = await fedify.like(answered.json()["ap_id"])
+        await eventually(lambda: _has(_upvotes(jardin, maria, threads[0]["id"], 1), 1))
+        await fedify.undo(liked["id"])
+        await eventually(lambda: _has(_upvotes(jardin, maria, threads[0]["id"], 1), 0))
+
+        # Maria upvotes alice's thread: Fedify receives the Like, verified, naming her Page.
+        voted = await jardin.api(maria, "PUT", f"/posts/{posts[0]['id']}/vote", {"value": 1})
+        assert voted.status_code == 200, voted.text
+        like = await fedify.wait_for(lambda r: r["type"] == "Like")
+        assert like["verified"] is True, like
+        assert like["object"]["id"] == started["object"]
+
         # Maria follows alice by handle: Fedify verifies the Follow and accepts; Jardin records it accepted.
         followed = await jardin.api(maria, "POST", "/follows", {"target": fedify.handle})
         assert followed.status_code == 201, followed.text
@@ -172,6 +185,15 @@ async def test_fedify_starts_a_thread_a_member_answers_and_a_member_follows_alic
 async def _more_than(posts: Any, count: int) -> list[dict[str, Any]] | None:
     found: list[dict[str, Any]] = await posts
     return found if len(found) > count else None
+
+
+async def _upvotes(instance: Instance, token: str, thread_id: int, index: int) -> int:
+    posts = await _posts(instance, token, thread_id)
+    return int(posts[index]["upvotes"]) if len(posts) > index else -1
+
+
+async def _has(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 async def _no_follows(instance: Instance) -> bool:

@@ -88,6 +88,17 @@ def optional_id_field(data: dict[str, Any], name: str) -> int | None:
     return value
 
 
+def choice_field(data: dict[str, Any], name: str, choices: Collection[int]) -> int:
+    """A required integer among `choices` (a vote's 1, 0 or -1)."""
+    value = data.get(name)
+    allowed = ", ".join(str(choice) for choice in choices)
+    if value is None:
+        raise InvalidInput(f"The field “{name}” is missing; it is one of {allowed}.", field=name)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
+        raise InvalidInput(f"“{name}” must be one of {allowed}, not {json.dumps(value)[:40]}.", field=name)
+    return value
+
+
 def reference_field(data: dict[str, Any], name: str) -> str:
     """An id or a name (`"general"`, `3`), as text: the services accept both forms."""
     value = data.get(name)

@@ -43,6 +43,14 @@ def limit_posting(request: Request, caller: Caller) -> None:
     forum.limiter.hit("post", f"member:{caller.viewer.username}", limits.post_per_account, limits.post_window, message)
 
 
+def limit_voting(request: Request, caller: Caller) -> None:
+    """The same bucket and key as the vote buttons of the thread page (forum.web.votes)."""
+    forum = forum_context(request)
+    limits = forum.settings.rate_limits
+    message = "You are voting too fast. Wait for the time in Retry-After, then try again."
+    forum.limiter.hit("vote", f"member:{caller.viewer.username}", limits.vote_per_account, limits.vote_window, message)
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 120 and seconds % 60 == 0:
         return f"{int(seconds // 60)} minutes"

@@ -172,6 +172,24 @@ def paths() -> dict[str, Json]:
                 ok("The post and its history", ref("Revisions")),
             ),
         },
+        "/posts/{post_id}/vote": {
+            "parameters": [post_id],
+            "put": operation(
+                "votePost",
+                "Vote on a post: 1 up, -1 down, 0 none (not on your own post)",
+                "posts",
+                ok("The post's counts and your vote", ref("Tally")),
+                body=ref("Vote"),
+                auth=True,
+            ),
+            "delete": operation(
+                "unvotePost",
+                "Withdraw your vote on a post",
+                "posts",
+                ok("The post's counts and your vote", ref("Tally")),
+                auth=True,
+            ),
+        },
     }
 
 

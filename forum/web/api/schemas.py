@@ -111,6 +111,9 @@ POST = obj(
         "deleted": boolean("deleted by its author"),
         "removed": boolean("removed by a moderator"),
         "revision_count": integer(),
+        "upvotes": integer("up votes, from here and elsewhere"),
+        "downvotes": integer("down votes, from here and elsewhere"),
+        "score": integer("upvotes minus downvotes"),
     }
 )
 REVISION = obj(
@@ -215,6 +218,16 @@ SCHEMAS: dict[str, Json] = {
             "id": integer(),
             "state": {"type": "string", "enum": ["pending", "accepted"]},
             "target": {"oneOf": [_typed("member", "Member"), _typed("category", "Category")]},
+        }
+    ),
+    "Vote": obj({"value": {"type": "integer", "enum": [1, 0, -1], "description": "up, none, or down"}}),
+    "Tally": obj(
+        {
+            "post": integer("the post's id"),
+            "upvotes": integer(),
+            "downvotes": integer(),
+            "score": integer("upvotes minus downvotes"),
+            "my_vote": {"type": "integer", "enum": [1, 0, -1], "description": "your vote now"},
         }
     ),
     "PostEdit": obj(

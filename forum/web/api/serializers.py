@@ -11,6 +11,7 @@ from typing import Any
 
 from forum.models import Actor, Category, PostRevision, Thread
 from forum.services.reading import AuthorView, PostView, ThreadPage, ThreadSummary
+from forum.services.votes import Tally
 
 Json = dict[str, Any]
 
@@ -118,6 +119,19 @@ def post(view: PostView, thread_id: int, base_url: str) -> Json:
         "deleted": view.deleted,
         "removed": view.removed,
         "revision_count": view.revision_count,
+        "upvotes": view.upvotes,
+        "downvotes": view.downvotes,
+        "score": view.score,
+    }
+
+
+def tally(found: Tally) -> Json:
+    return {
+        "post": found.post_id,
+        "upvotes": found.upvotes,
+        "downvotes": found.downvotes,
+        "score": found.score,
+        "my_vote": found.mine,
     }
 
 

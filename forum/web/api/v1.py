@@ -20,11 +20,12 @@ from forum.models import Actor, Category, Member
 from forum.permissions import GUEST
 from forum.ports import RemoteResolver
 from forum.services import categories as category_service
-from forum.services import follows, posting, reading
+from forum.services import follows, posting, reading, votes
 from forum.web.api import openapi, records, serializers
 from forum.web.api.auth import Caller
 from forum.web.api.bodies import (
     checked_reference,
+    choice_field,
     json_object,
     optional_id_field,
     optional_text_field,
@@ -34,7 +35,7 @@ from forum.web.api.bodies import (
     text_field,
 )
 from forum.web.api.endpoint import endpoint, json_response
-from forum.web.api.limits import limit_posting
+from forum.web.api.limits import limit_posting, limit_voting
 from forum.web.api.resolve import RemoteUnavailable, actor_record, resolve
 from forum.web.context import forum_context
 
@@ -151,6 +152,21 @@ async def delete_post(request: Request, caller: Caller) -> Response:
     async with forum.write() as session:
         await posting.delete_post(session, forum.bus, caller.viewer, post_id)
     return Response(status_code=204)
+
+
+@endpoint
+async def vote_on_post(request: Request, caller: Caller) -> Response:
+    """`{"value": 1 | -1 | 0}`: up, down, or none; DELETE withdraws. Answers the post's counts and your vote."""
+    caller.require_member()
+    forum = forum_context(request)
+    post_id = path_id(request, "post_id", "post")
+    value = 0
+    if request.method == "PUT":
+        value = choice_field(await json_object(request, ("value",)), "value", votes.VALUES)
+    limit_voting(request, caller)
+    async with forum.write() as session:
+        tally = await votes.vote(session, forum.bus, caller.viewer, post_id, value)
+    return json_response(serializers.tally(tally))
 
 
 @endpoint
@@ -308,4 +324,5 @@ routes = [
     Route(f"{PREFIX}/posts/{{post_id}}", edit_post, methods=["PATCH"]),
     Route(f"{PREFIX}/posts/{{post_id}}", delete_post, methods=["DELETE"]),
     Route(f"{PREFIX}/posts/{{post_id}}/revisions", post_revisions, methods=["GET"]),
+    Route(f"{PREFIX}/posts/{{post_id}}/vote", vote_on_post, methods=["PUT", "DELETE"]),
 ]

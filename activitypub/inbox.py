@@ -14,7 +14,6 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,7 +27,7 @@ from activitypub.protocol.signatures import SignatureError, signature_key_id, ve
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation, federation_of
 from forum.errors import RateLimited
-from forum.models import Actor, Instance, ReceivedActivity
+from forum.models import Actor, Instance
 from forum.web.context import forum_context
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,10 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
         key_id, form = signature_key_id(request.headers)
     except SignatureError as error:
         raise Refused(401, error.reason) from None
+    host = request.headers.get("host", "")
+    if not _is_our_host(host, federation.settings.base_url):
+        # A signature covers the Host it was made for: one made for another server, replayed here, is not ours.
+        raise Refused(401, f"the request was signed for another host ({host[:100]!r}), not this one")
     limits = federation.settings.rate_limits
     try:
         forum.limiter.hit(
@@ -92,10 +95,10 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
         if object_id is None or domain_of(object_id) != domain_of(actor_id):
             raise Refused(401, "the object's id is on another host than its author")
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    signer = await _verified_signer(federation, request, target, body, key_id)
+    if signer.ap_id != actor_id and not await _forwarded_with_proof(federation, raw, actor_id):
+        raise Refused(401, f"signed by {signer.ap_id} for an activity of {actor_id}")
     async with forum.sessions() as session, session.begin():
-        signer = await _verified_signer(session, federation, request, target, body, key_id)
-        if signer.ap_id != actor_id and not await _forwarded_with_proof(session, federation, raw, actor_id):
-            raise Refused(401, f"signed by {signer.ap_id} for an activity of {actor_id}")
         if form == "rfc9421":
             # The peer signs with RFC 9421, so it reads it: our deliveries to it may use it too.
             await _remember_form(session, domain_of(key_id))
@@ -103,12 +106,10 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
     return activity, (key_id, form)
 
 
-async def _verified_signer(
-    session: AsyncSession, federation: Federation, request: Request, target: str, body: bytes, key_id: str
-) -> Actor:
+async def _verified_signer(federation: Federation, request: Request, target: str, body: bytes, key_id: str) -> Actor:
     for refresh in (False, True):
         try:
-            signer = await federation.resolver.key_owner(session, key_id, refresh=refresh)
+            signer = await _key_owner(federation, key_id, refresh=refresh)
         except (ResolveError, FetchError, DocumentError) as error:
             raise Refused(401, f"the signing key could not be fetched: {error}") from None
         assert signer.public_key_pem is not None
@@ -130,15 +131,26 @@ def _may_be_rotated(reason: str) -> bool:
     return "signature" in text and not any(word in text for word in ("digest", "date", "cover", "created", "old"))
 
 
-async def _forwarded_with_proof(
-    session: AsyncSession, federation: Federation, activity: dict[str, Any], actor_id: str
-) -> bool:
+async def _key_owner(federation: Federation, key_id: str, *, refresh: bool = False) -> Actor:
+    """The owner of a key, stored or fetched, without a pooled connection waiting on the peer: a slow key
+    server would otherwise hold one for the client's whole deadline, and a few of them stall the forum."""
+    if not refresh:
+        async with federation.sessions() as session:
+            known = await session.scalar(select(Actor).where(Actor.key_id == key_id))
+        if known is not None:
+            return known
+    # A refreshing key_owner fetches before its session first touches the database.
+    async with federation.sessions() as session, session.begin():
+        return await federation.resolver.key_owner(session, key_id, refresh=True)
+
+
+async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any], actor_id: str) -> bool:
     """A relayed activity is believed only with its author's own RsaSignature2017 (Mastodon's LD signature)."""
     creator = ld_signature_creator(activity)
     if creator is None or domain_of(creator) != domain_of(actor_id):
         return False
     try:
-        author = await federation.resolver.key_owner(session, creator)
+        author = await _key_owner(federation, creator)
     except (ResolveError, FetchError, DocumentError):
         return False
     return (
@@ -157,24 +169,25 @@ async def _remember_form(session: AsyncSession, domain: str) -> None:
 
 
 async def store(federation: Federation, activity: dict[str, Any], signer: tuple[str, str]) -> None:
-    """Keep the activity for the worker; the same id received twice stays one row."""
-    async with federation.sessions() as session:
-        exists = await session.scalar(select(ReceivedActivity.id).where(ReceivedActivity.ap_id == activity["id"]))
-        if exists is not None:
-            return
-        session.add(
-            ReceivedActivity(
-                ap_id=activity["id"],
-                type=str(activity["type"])[:32],
-                actor_ap_id=_single(activity.get("actor")) or "",
-                signer_key_id=signer[0],
-                document=activity,
-            )
-        )
-        try:
-            await session.commit()
-        except IntegrityError:  # the same activity arrived at the same moment through another inbox
-            await session.rollback()
+    """Keep the activity for the worker; the same id received twice stays one row. Concurrent requests'
+    activities are committed together (activitypub.intake): one commit for many."""
+    await federation.received.store(
+        federation.sessions,
+        {
+            "ap_id": activity["id"],
+            "type": str(activity["type"])[:32],
+            "actor_ap_id": _single(activity.get("actor")) or "",
+            "signer_key_id": signer[0],
+            "document": activity,
+        },
+    )
+
+
+def _is_our_host(host: str, base_url: str) -> bool:
+    """Whether a Host header names this forum (case and the scheme's default port aside)."""
+    scheme, _, ours = base_url.lower().partition("://")
+    default = ":443" if scheme == "https" else ":80"
+    return host.strip().lower().removesuffix(default) == ours.removesuffix(default)
 
 
 def _single(value: object) -> str | None:

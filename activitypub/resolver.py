@@ -114,7 +114,8 @@ class ActivityPubResolver:
             owner = document.get("owner") or document.get("controller")
             if not isinstance(owner, str) or domain_of(owner) != domain_of(key_id):
                 raise ResolveError("the key names no owner on its own host")
-            actor = await self.actor(session, owner, refresh=True)
+            # Fetched before the session is used, as the key was: no connection waits on the peer.
+            actor = await self.store_actor(session, await self.fetch(owner))
         if actor.key_id != key_id:
             raise ResolveError(f"the key {key_id} is not the key of {actor.ap_id}")
         return actor

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from activitypub.intake import ReceivedWriter
 from activitypub.outbox import Outbox
 from activitypub.protocol.client import GuardedClient
 from activitypub.protocol.jsonld import Normalizer
@@ -35,6 +36,8 @@ class Federation:
     outbox: Outbox
     invalidations: InvalidationBus
     delivery_clients: list[GuardedClient] = field(default_factory=list)
+    # Group commit of what the inboxes store (see activitypub.intake).
+    received: ReceivedWriter = field(default_factory=ReceivedWriter)
 
     def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
         return self.resolver.normalize(document)

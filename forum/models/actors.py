@@ -45,7 +45,8 @@ class Actor(Base):
     followers_url: Mapped[str | None] = mapped_column(String(2048))
     public_key_pem: Mapped[str | None] = mapped_column(Text)
     private_key_pem: Mapped[str | None] = mapped_column(Text)
-    key_id: Mapped[str | None] = mapped_column(String(2048))
+    # Indexed: every signed request to an inbox looks its signer up by key id.
+    key_id: Mapped[str | None] = mapped_column(String(2048), index=True)
     featured_url: Mapped[str | None] = mapped_column(String(2048))
     # A remote actor that approves its followers by hand (a local category says so in its own row).
     manually_approves_followers: Mapped[bool] = mapped_column(Boolean, default=False)

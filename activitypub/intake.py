@@ -1,0 +1,61 @@
+"""Group commit of received activities: what the inbox stores before answering `202`.
+
+Every verified activity must be committed before its `202` (a peer that got one never sends it
+again), and a commit costs about a millisecond on SQLite, where writers also queue for one lock. So
+concurrent inbox requests hand their rows to one `ReceivedWriter`, which writes whatever has gathered
+in one transaction and then wakes each of them: while one batch commits, the next one fills. A
+request waits for at most the commit before its own and its own; nothing waits on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forum.models import ReceivedActivity
+
+MAX_BATCH = 500
+
+
+class ReceivedWriter:
+    """Stores rows of `received_activities`, the same `ap_id` twice staying one row."""
+
+    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+        self._max_batch = max_batch
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, sessions: async_sessionmaker[AsyncSession], row: dict[str, Any]) -> None:
+        """Returns once `row` is committed (or was there already); raises what the commit raised."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(sessions), name="received-activities-writer")
+        # A request cancelled meanwhile (the peer hung up) must not cancel the others' commit.
+        await asyncio.shield(future)
+
+    async def _write(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            try:
+                await _insert(sessions, [row for row, _future in batch])
+            except Exception as error:  # every request of the batch answers the failure (a 500): none is kept
+                for _row, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for _row, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+async def _insert(sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]]) -> None:
+    unique = list({row["ap_id"]: row for row in rows}.values())
+    async with sessions() as session, session.begin():
+        dialect = postgresql if (await session.connection()).dialect.name == "postgresql" else sqlite
+        # The same activity arriving through two inboxes at once (or already stored): one row.
+        statement = dialect.insert(ReceivedActivity).on_conflict_do_nothing(index_elements=["ap_id"])
+        await session.execute(statement, unique)

@@ -100,14 +100,23 @@ class InboxWorker:
             row = await session.get(ReceivedActivity, row_id)
             if row is None:
                 return
-            row.attempts += 1
-            row.outcome = outcome[:2000]
-            row.locked_until = None
-            row.processed_at = now
             if state == ReceivedState.FAILED and now - row.received_at > GIVE_UP_AFTER:
                 state = ReceivedState.REFUSED
-            row.state = state
+            values: dict[str, object] = {
+                "attempts": ReceivedActivity.attempts + 1,
+                "outcome": outcome[:2000],
+                "locked_until": None,
+                "processed_at": now,
+                "state": state,
+            }
             if state == ReceivedState.FAILED:
-                row.next_attempt_at = now + timedelta(seconds=next_delay(row.attempts))
+                values["next_attempt_at"] = now + timedelta(seconds=next_delay(row.attempts + 1))
+            settle = update(ReceivedActivity).where(ReceivedActivity.id == row_id)
+            if state == ReceivedState.FAILED:
+                # Another run of this row (taken again when its lease ran out) may have settled it meanwhile:
+                # this run's failure (its unique insert beaten by that run's) must not undo that. Checked in
+                # the UPDATE itself, which PostgreSQL re-evaluates after waiting for the other run's commit.
+                settle = settle.where(ReceivedActivity.state.not_in([ReceivedState.DONE, ReceivedState.REFUSED]))
+            await session.execute(settle.values(**values))
         if state != ReceivedState.DONE:
             log.info("received activity %s %s: %s", row_id, state.value, outcome)

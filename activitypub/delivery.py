@@ -249,14 +249,23 @@ class DeliveryWorker:
             instance.domain: instance
             for instance in await session.scalars(select(Instance).where(Instance.domain.in_(domains)))
         }
+        healthy = [domain for domain in ok_domains if domain in known]
+        if healthy:
+            # One statement for every instance that answered (a fan-out reaches thousands), not one each.
+            await session.execute(
+                update(Instance)
+                .where(Instance.domain.in_(healthy))
+                .values(failures=0, first_failure_at=None, unreachable=False, probe_at=None, last_success_at=now),
+                execution_options={"synchronize_session": False},
+            )
         for domain in domains:
             instance = known.get(domain)
             if instance is None:
                 instance = Instance(domain=domain, failures=0, unreachable=False, understands_groups=False)
                 session.add(instance)
+                if domain in ok_domains:
+                    instance.last_success_at = now
             if domain in ok_domains:
-                instance.failures, instance.first_failure_at = 0, None
-                instance.unreachable, instance.probe_at, instance.last_success_at = False, None, now
                 if domain in forms and instance.signature_form != forms[domain]:
                     # Remember a fallback to draft-cavage; RFC 9421 is only kept once it worked.
                     instance.signature_form = forms[domain]

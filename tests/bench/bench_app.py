@@ -7,6 +7,8 @@ from the environment as `forum serve` reads them, and `FORUM_BENCH_THREAD_ID` na
   memory, through the same `page_state` and `thread_response` as `/t/{id}`: the member's page minus the
   database.
 - `/bench/trivial`: a plain "ok", the floor of what the app and the server cost per request.
+- `/bench/accepted` (POST): reads the body and answers `202`, what an inbox would answer had it nothing
+  to check or keep: the floor the federation benchmark measures the inbox against.
 
 With `FORUM_BENCH_PROFILE=PATH` (and pyinstrument installed), the process samples itself from start-up
 to shutdown and writes pyinstrument's reports to PATH: the call tree, then the functions by their own
@@ -51,7 +53,11 @@ def app_factory() -> Starlette:
     app = create_app(
         settings,
         run_worker=os.environ.get("FORUM_RUN_WORKER", "1") == "1",
-        extra_routes=[Route("/bench/rendered", rendered), Route("/bench/trivial", trivial)],
+        extra_routes=[
+            Route("/bench/rendered", rendered),
+            Route("/bench/trivial", trivial),
+            Route("/bench/accepted", accepted, methods=["POST"]),
+        ],
     )
     forum_lifespan = app.router.lifespan_context
     profile_path = os.environ.get(PROFILE_ENV)
@@ -86,6 +92,11 @@ async def rendered(request: Request) -> Response:
 
 async def trivial(request: Request) -> Response:
     return PlainTextResponse("ok")
+
+
+async def accepted(request: Request) -> Response:
+    await request.body()
+    return Response(status_code=202)
 
 
 def _profiler() -> Any:

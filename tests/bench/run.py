@@ -52,7 +52,7 @@ from sqlalchemy.engine import make_url
 from forum import migrate
 from forum.config import Settings
 from forum.db import create_engine
-from tests.bench import generate
+from tests.bench import federation, generate
 from tests.bench.load import LoadResult, measure, wrk_available
 from tests.bench.server import BenchServer, member_cookie
 
@@ -356,6 +356,25 @@ def many_threads(server: BenchServer, made: generate.Generated, cookie: str, pla
     return found
 
 
+def bench_federation(
+    kind: str, plan: Plan, federation_plan: federation.FederationPlan, work_dir: Path
+) -> dict[str, Any]:
+    """The federation figures on `kind`, on a database of their own (they write to it)."""
+    if kind == "postgresql" and postgres_server_url() is None:
+        return {"skipped": "set FORUM_BENCH_DATABASE_URL or FORUM_TEST_DATABASE_URL to a PostgreSQL server"}
+    if kind == "postgresql":
+        url = make_url(database_url(kind, 0, plan)).set(database="jardin_bench_federation")
+        url_text = url.render_as_string(hide_password=False)
+        asyncio.run(_ensure_postgres_database(url_text))
+    else:
+        url_text = f"sqlite+aiosqlite:///{plan.data_dir / 'sqlite-federation.db'}"
+    try:
+        return federation.bench_federation(kind, url_text, federation_plan, work_dir, RESULTS_DIR)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
+        log(f"\n== federation on {kind}: failed: {error}")
+        return {"skipped": f"failed: {error}"}
+
+
 def _generated(made: generate.Generated, reused: bool) -> dict[str, Any]:
     return {**asdict(made), "rows_per_second": round(made.rows_per_second), "reused": reused}
 
@@ -489,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--large-posts", type=int, help="posts of the large database")
     parser.add_argument("--data-dir", type=Path, help="keep the SQLite databases here and reuse them")
     parser.add_argument("--regenerate", action="store_true", help="generate even when a database matches")
+    parser.add_argument("--federation-only", action="store_true", help="only the federation figures")
+    parser.add_argument("--no-federation", action="store_true", help="skip the federation figures")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -519,8 +540,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "databases": {},
     }  # fmt: skip
     log(f"load generator: {results['load_generator']}; work files in {data_dir}")
+    federation_plan = federation.default_plan(args.quick, args.seconds, args.rounds, args.connections, args.loadgen)
+    if not args.no_federation:
+        results["federation_plan"] = asdict(federation_plan)
+        results["federation_goals"] = federation.GOALS
+        results["federation"] = {}
     try:
         for kind in plan.databases:
+            if args.federation_only:
+                break
             if kind == "postgresql" and postgres_server_url() is None:
                 reason = "set FORUM_BENCH_DATABASE_URL or FORUM_TEST_DATABASE_URL to a PostgreSQL server"
                 log(f"\n== postgresql: skipped ({reason})")
@@ -531,15 +559,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
                 log(f"\n== {kind}: failed: {error}")
                 results["databases"][kind] = {"skipped": f"failed: {error}"}
+        for kind in () if args.no_federation else plan.databases:
+            results["federation"][kind] = bench_federation(kind, plan, federation_plan, data_dir)
     finally:
         if temporary:
             shutil.rmtree(data_dir, ignore_errors=True)
     results["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["seconds"] = round(time.monotonic() - started, 1)
-    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    table = markdown(results)
-    (RESULTS_DIR / "latest.md").write_text(table + "\n")
-    log(f"\ndone in {results['seconds']:.0f} s; results in {RESULTS_DIR / 'latest.json'}\n")
+    # A federation-only run keeps the issue-2 figures of the last full run.
+    stem = "federation" if args.federation_only else "latest"
+    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = "" if args.federation_only else markdown(results)
+    if "federation" in results:
+        table += ("\n\n" if table else "") + federation.markdown(results["federation"])
+    (RESULTS_DIR / f"{stem}.md").write_text(table + "\n")
+    log(f"\ndone in {results['seconds']:.0f} s; results in {RESULTS_DIR / f'{stem}.json'}\n")
     print(table)
     return 0
 

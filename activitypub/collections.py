@@ -21,6 +21,8 @@ from activitypub.negotiation import (
     activity_response,
     activity_type,
     add_vary_accept,
+    cache_document,
+    cached_document,
     not_found,
     require_signed_fetch,
 )
@@ -64,7 +66,7 @@ async def group_outbox(request: Request) -> Response:
             document["orderedItems"] = await items(session, 0, PAGE_SIZE)
         return document
 
-    return await _of_actor(request, ActorKind.GROUP, "slug", answer)
+    return await _of_actor(request, ActorKind.GROUP, "slug", answer, _category_tags)
 
 
 async def person_outbox(request: Request) -> Response:
@@ -86,7 +88,8 @@ async def person_outbox(request: Request) -> Response:
         )
         return await _paged(request, session, actor.outbox_url, await _count(session, query, where), items)
 
-    return await _of_actor(request, ActorKind.PERSON, "name", answer)
+    # Any post's change marks "home" stale; a member's outbox goes with it.
+    return await _of_actor(request, ActorKind.PERSON, "name", answer, lambda actor, _category: ["home"])
 
 
 async def followers(request: Request) -> Response:
@@ -126,7 +129,7 @@ async def featured(request: Request) -> Response:
         items = [post_document(subject, with_context=False) for subject in subjects]
         return _embedded(f"{actor.ap_id}/featured", items)
 
-    return await _of_actor(request, ActorKind.GROUP, "slug", answer)
+    return await _of_actor(request, ActorKind.GROUP, "slug", answer, _category_tags)
 
 
 async def moderators(request: Request) -> Response:
@@ -156,6 +159,9 @@ async def context(request: Request) -> Response:
     if media is None:
         return add_vary_accept(RedirectResponse(f"/t/{thread_id}", status_code=302))
     await require_signed_fetch(request)
+    cached = cached_document(request, media)
+    if cached is not None:
+        return cached
     async with forum_context(request).read() as session:
         row = (
             await session.execute(
@@ -184,7 +190,7 @@ async def context(request: Request) -> Response:
         document = await _paged(request, session, context_id, thread.post_count, items, attributed_to=group)
     if document is None:
         return not_found(request, "No such page.")
-    return activity_response(document, media)
+    return cache_document(request, media, document, [f"t:{thread.id}", f"c:{thread.category_id}"])
 
 
 async def _of_actor(
@@ -192,13 +198,21 @@ async def _of_actor(
     kind: ActorKind,
     param: str,
     answer: Callable[[AsyncSession, Actor, Category | None], Awaitable[Document | None]],
+    tags: Callable[[Actor, Category | None], list[str]] | None = None,
 ) -> Response:
-    """A collection of a local actor (a public category's Group for groups), answered by `answer`."""
+    """A collection of a local actor (a public category's Group for groups), answered by `answer`.
+
+    With `tags`, the answer is kept in the page cache until one of them is marked stale (collections
+    whose changes publish no event, such as followers, are read every time).
+    """
     handle = request.path_params[param]
     media = activity_type(request, JSON_FIRST)
     if media is None:
         return add_vary_accept(RedirectResponse(f"/{'c' if kind == ActorKind.GROUP else 'u'}/{handle}", 302))
     await require_signed_fetch(request)
+    cached = cached_document(request, media) if tags is not None else None
+    if cached is not None:
+        return cached
     async with forum_context(request).read() as session:
         found = await load_actor(session, handle, kind)
         if found is None or not found[0].local:
@@ -209,7 +223,13 @@ async def _of_actor(
         document = await answer(session, actor, category)
     if document is None:
         return not_found(request, "No such page.")
+    if tags is not None:
+        return cache_document(request, media, document, tags(actor, category))
     return activity_response(document, media)
+
+
+def _category_tags(actor: Actor, category: Category | None) -> list[str]:
+    return [f"actor:{actor.id}", *([f"c:{category.id}"] if category is not None else [])]
 
 
 async def _paged(

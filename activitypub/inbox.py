@@ -11,9 +11,11 @@ one instance a 429. Nothing is stored for a refused request.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,7 +30,9 @@ from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation, federation_of
 from forum.errors import RateLimited
 from forum.models import Actor, Instance
+from forum.ratelimit import address_key
 from forum.web.context import forum_context
+from forum.web.security import client_address
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,17 @@ log = logging.getLogger(__name__)
 OWN_OBJECT_TYPES = {"Create", "Update"}
 
 
+PEER_NOTE_EVERY = 60.0
+KEY_REFETCH_EVERY = 60.0
+MAX_NOTES = 10_000
+
+
 class Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 async def receive(request: Request) -> Response:
@@ -54,6 +64,7 @@ async def receive(request: Request) -> Response:
             {"type": "about:blank", "title": "Refused", "status": refusal.status, "detail": refusal.reason},
             status_code=refusal.status,
             media_type="application/problem+json",
+            headers={"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else None,
         )
     await store(federation, activity, signer)
     return Response(status_code=202)
@@ -70,12 +81,15 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
         # A signature covers the Host it was made for: one made for another server, replayed here, is not ours.
         raise Refused(401, f"the request was signed for another host ({host[:100]!r}), not this one")
     limits = federation.settings.rate_limits
+    # Before anything is verified, only the sender's address is known for sure: a request merely naming
+    # another instance's key must not spend that instance's budget.
     try:
         forum.limiter.hit(
-            "inbox", domain_of(key_id), limits.inbox_per_instance, limits.inbox_window, "Too many activities."
-        )
+            "inbox-address", address_key(client_address(request, federation.settings.trusted_proxies)),
+            limits.inbox_per_address, limits.inbox_window, "Too many activities.",
+        )  # fmt: skip
     except RateLimited as limited:
-        raise Refused(429, "too many activities from this instance; slow down") from limited
+        raise Refused(429, "too many activities from this address; slow down", limited.retry_after) from limited
     try:
         raw = parse_json(body)
         activity = federation.normalize(raw)
@@ -98,16 +112,54 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
     signer = await _verified_signer(federation, request, target, body, key_id)
     if signer.ap_id != actor_id and not await _forwarded_with_proof(federation, raw, actor_id):
         raise Refused(401, f"signed by {signer.ap_id} for an activity of {actor_id}")
-    async with forum.sessions() as session, session.begin():
-        if form == "rfc9421":
-            # The peer signs with RFC 9421, so it reads it: our deliveries to it may use it too.
-            await _remember_form(session, domain_of(key_id))
-        await federation.resolver.mark_reachable(session, domain_of(key_id))
+    try:
+        forum.limiter.hit(
+            "inbox", domain_of(key_id), limits.inbox_per_instance, limits.inbox_window, "Too many activities."
+        )
+    except RateLimited as limited:
+        raise Refused(429, "too many activities from this instance; slow down", limited.retry_after) from limited
+    await _note_peer(federation, domain_of(key_id), form)
     return activity, (key_id, form)
 
 
+async def _note_peer(federation: Federation, domain: str, form: str) -> None:
+    """The peer answers, and reads the signature form it signs with: our deliveries to it may use it.
+
+    Written only when the instance row says otherwise, and looked at once a minute per peer, so a busy
+    peer's stream takes no write lock at all.
+    """
+    now = time.monotonic()
+    if now - federation.peers_seen.get((domain, form), -PEER_NOTE_EVERY) < PEER_NOTE_EVERY:
+        return
+    async with federation.sessions() as session, session.begin():
+        known = (
+            await session.execute(
+                select(Instance.signature_form, Instance.unreachable).where(Instance.domain == domain)
+            )
+        ).first()
+        stale_form = form == "rfc9421" and (known is None or known[0] != "rfc9421")
+        # SQLite takes its write lock only at the first write, so the usual case (nothing to change) takes none.
+        if stale_form:
+            await _remember_form(session, domain)
+        if known is not None and known[1]:
+            await federation.resolver.mark_reachable(session, domain)
+    if len(federation.peers_seen) > MAX_NOTES:
+        federation.peers_seen.clear()
+    federation.peers_seen[(domain, form)] = now
+
+
 async def _verified_signer(federation: Federation, request: Request, target: str, body: bytes, key_id: str) -> Actor:
+    reason = ""
     for refresh in (False, True):
+        if refresh:
+            # A key is re-fetched once a minute at most: forged requests naming it must not make us
+            # hammer its owner's server.
+            now = time.monotonic()
+            if now - federation.keys_refetched.get(key_id, -KEY_REFETCH_EVERY) < KEY_REFETCH_EVERY:
+                raise Refused(401, reason)
+            if len(federation.keys_refetched) > MAX_NOTES:
+                federation.keys_refetched.clear()
+            federation.keys_refetched[key_id] = now
         try:
             signer = await _key_owner(federation, key_id, refresh=refresh)
         except (ResolveError, FetchError, DocumentError) as error:
@@ -140,8 +192,16 @@ async def _key_owner(federation: Federation, key_id: str, *, refresh: bool = Fal
         if known is not None:
             return known
     # A refreshing key_owner fetches before its session first touches the database.
-    async with federation.sessions() as session, session.begin():
-        return await federation.resolver.key_owner(session, key_id, refresh=True)
+    try:
+        async with federation.sessions() as session, session.begin():
+            return await federation.resolver.key_owner(session, key_id, refresh=True)
+    except IntegrityError:
+        # Another request from the same new actor stored it meanwhile: theirs is the same record.
+        async with federation.sessions() as session:
+            stored = await session.scalar(select(Actor).where(Actor.key_id == key_id))
+        if stored is None:
+            raise
+        return stored
 
 
 async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any], actor_id: str) -> bool:

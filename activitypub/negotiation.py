@@ -116,7 +116,7 @@ def activity_response(document: dict[str, Any], media_type: str = ACTIVITY_JSON,
 
 def cached_document(request: Request, media_type: str) -> Response | None:
     """The document rendered earlier for this address and media type, while nothing made it stale."""
-    page = forum_context(request).pages.get(("ap", request.url.path, media_type))
+    page = forum_context(request).pages.get(("ap", _address(request), media_type))
     if page is None:
         return None
     headers = {"Vary": "Accept", "ETag": page.etag}
@@ -130,9 +130,15 @@ def cache_document(request: Request, media_type: str, document: dict[str, Any], 
     response = activity_response(document, media_type)
     body = bytes(response.body)
     page = CachedPage(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', media_type)
-    forum_context(request).pages.put(("ap", request.url.path, media_type), page, tags)
+    forum_context(request).pages.put(("ap", _address(request), media_type), page, tags)
     response.headers["ETag"] = page.etag
     return response
+
+
+def _address(request: Request) -> str:
+    """A collection's pages differ by their query (`?page=2`); nothing else reads one."""
+    query = request.url.query
+    return f"{request.url.path}?{query}" if query else request.url.path
 
 
 def not_found(request: Request, detail: str = "There is nothing at this address.") -> Response:

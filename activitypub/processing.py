@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.handlers import HandlerFailed, HandlerRefused, Received, dispatch
 from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
@@ -83,8 +84,12 @@ class InboxWorker:
                         return
                     outcome = await dispatch(Received(session, federation, row.document)) or "done"
                     await session.flush()
+                    # Settled in the transaction that applied it: one commit per activity, and a row is
+                    # never applied without being marked done.
+                    await self._settle(session, row_id, state, outcome)
                     stale = await federation.invalidations.flush_pending(session)
                 federation.invalidations.drop(stale)
+                return
         except HandlerRefused as refusal:
             state, outcome = ReceivedState.REFUSED, refusal.reason
         except HandlerFailed as failure:
@@ -95,28 +100,31 @@ class InboxWorker:
         await self._finish(row_id, state, outcome)
 
     async def _finish(self, row_id: int, state: ReceivedState, outcome: str) -> None:
-        now = utcnow()
         async with self._federation.sessions() as session, session.begin():
-            row = await session.get(ReceivedActivity, row_id)
-            if row is None:
-                return
-            if state == ReceivedState.FAILED and now - row.received_at > GIVE_UP_AFTER:
-                state = ReceivedState.REFUSED
-            values: dict[str, object] = {
-                "attempts": ReceivedActivity.attempts + 1,
-                "outcome": outcome[:2000],
-                "locked_until": None,
-                "processed_at": now,
-                "state": state,
-            }
-            if state == ReceivedState.FAILED:
-                values["next_attempt_at"] = now + timedelta(seconds=next_delay(row.attempts + 1))
-            settle = update(ReceivedActivity).where(ReceivedActivity.id == row_id)
-            if state == ReceivedState.FAILED:
-                # Another run of this row (taken again when its lease ran out) may have settled it meanwhile:
-                # this run's failure (its unique insert beaten by that run's) must not undo that. Checked in
-                # the UPDATE itself, which PostgreSQL re-evaluates after waiting for the other run's commit.
-                settle = settle.where(ReceivedActivity.state.not_in([ReceivedState.DONE, ReceivedState.REFUSED]))
-            await session.execute(settle.values(**values))
+            await self._settle(session, row_id, state, outcome)
+
+    async def _settle(self, session: AsyncSession, row_id: int, state: ReceivedState, outcome: str) -> None:
+        now = utcnow()
+        row = await session.get(ReceivedActivity, row_id)
+        if row is None:
+            return
+        if state == ReceivedState.FAILED and now - row.received_at > GIVE_UP_AFTER:
+            state = ReceivedState.REFUSED
+        values: dict[str, object] = {
+            "attempts": ReceivedActivity.attempts + 1,
+            "outcome": outcome[:2000],
+            "locked_until": None,
+            "processed_at": now,
+            "state": state,
+        }
+        if state == ReceivedState.FAILED:
+            values["next_attempt_at"] = now + timedelta(seconds=next_delay(row.attempts + 1))
+        settle = update(ReceivedActivity).where(ReceivedActivity.id == row_id)
+        if state == ReceivedState.FAILED:
+            # Another run of this row (taken again when its lease ran out) may have settled it meanwhile:
+            # this run's failure (its unique insert beaten by that run's) must not undo that. Checked in
+            # the UPDATE itself, which PostgreSQL re-evaluates after waiting for the other run's commit.
+            settle = settle.where(ReceivedActivity.state.not_in([ReceivedState.DONE, ReceivedState.REFUSED]))
+        await session.execute(settle.values(**values))
         if state != ReceivedState.DONE:
             log.info("received activity %s %s: %s", row_id, state.value, outcome)

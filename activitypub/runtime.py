@@ -38,6 +38,10 @@ class Federation:
     delivery_clients: list[GuardedClient] = field(default_factory=list)
     # Group commit of what the inboxes store (see activitypub.intake).
     received: ReceivedWriter = field(default_factory=ReceivedWriter)
+    # Per-process notes of the inbox, so a steady stream from a peer costs no write: when each peer was
+    # last seen (its instance row is then known fine), and when each key was last re-fetched.
+    peers_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    keys_refetched: dict[str, float] = field(default_factory=dict)
 
     def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
         return self.resolver.normalize(document)

@@ -44,6 +44,9 @@ class RateLimits:
     vote_window: float = 10 * 60
     # Activities a remote instance may post to our inboxes (all its actors together).
     inbox_per_instance: int = 3000
+    # Requests to the inboxes from one address, counted before their signature is checked: several
+    # instances may share an address, and only this limit applies to requests that turn out forged.
+    inbox_per_address: int = 6000
     inbox_window: float = 60
 
 

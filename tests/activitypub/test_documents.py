@@ -25,6 +25,8 @@ from forum.permissions import Viewer
 from forum.services import categories, posting
 from tests.conftest import BASE_URL, forum_of
 from tests.factories import make_category, make_member
+from tests.forum.test_api import auth, member_token
+from tests.forum.test_api import start_thread as api_thread
 
 AP = "application/activity+json"
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
@@ -517,3 +519,26 @@ def remote_actor(name: str) -> Actor:
     ap_id = f"{REMOTE}/u/{name}"
     return Actor(ap_id=ap_id, local=False, kind=ActorKind.PERSON, username=name, username_key=name.lower(),
                  domain="remote.example", inbox_url=f"{ap_id}/inbox")  # fmt: skip
+
+
+async def test_cached_collections_follow_changes_made_through_the_forum(
+    client: AsyncClient, settings: Settings
+) -> None:
+    await make_category(settings, "general", "General")
+    token = await member_token(settings, "alice")
+    thread = await api_thread(client, token)
+    context, outbox = f"/t/{thread['id']}/context?page=1", "/c/general/outbox?page=1"
+    person = "/u/alice/outbox?page=1"
+    before = [json_of(await client.get(path, headers=PEER))["orderedItems"] for path in (context, outbox, person)]
+    assert [len(items) for items in before] == [1, 1, 1]
+    # Served again from the page cache, with an ETag a peer can revalidate.
+    again = await client.get(context, headers=PEER)
+    assert (await client.get(context, headers={**PEER, "If-None-Match": again.headers["etag"]})).status_code == 304
+
+    replied = await client.post(f"/api/v1/threads/{thread['id']}/posts", json={"body": "More"}, headers=auth(token))
+    assert replied.status_code == 201, replied.text
+    await api_thread(client, token, title="Second")
+    after = [json_of(await client.get(path, headers=PEER))["orderedItems"] for path in (context, outbox, person)]
+    assert after[0] == [*before[0], replied.json()["ap_id"]]
+    assert [item["object"]["object"]["name"] for item in after[1]] == ["Second", "Hello"]
+    assert len(after[2]) == 3

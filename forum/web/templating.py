@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from babel.dates import format_datetime, format_timedelta
 from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
@@ -82,6 +83,7 @@ class Templates:
         env.globals["static"] = lambda path: self.static_url(theme.name, path)
         env.filters["datetime"] = _format_datetime
         env.filters["ago"] = _format_ago
+        env.filters["host"] = lambda url: urlsplit(url).netloc if url else ""
         env.filters["isodate"] = lambda value: value.isoformat(timespec="seconds") if value else ""
         return env
 

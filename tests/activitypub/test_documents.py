@@ -320,6 +320,7 @@ async def test_remote_thread_points_at_its_origin(client: AsyncClient, settings:
     general = await make_category(settings, "general", "General")
     async with database(settings) as session:
         bob = remote_actor("bob")
+        bob.summary = "<p>A <em>gardener</em></p>"  # sanitized when stored from the fediverse
         session.add(bob)
         await session.flush()
         thread = Thread(category_id=general.id, author_id=bob.id, ap_id=f"{REMOTE}/post/1", local=False,
@@ -341,6 +342,18 @@ async def test_remote_thread_points_at_its_origin(client: AsyncClient, settings:
         response = await client.get(path, headers=PEER)
         assert response.status_code == 302, path
         assert response.headers["location"] == location
+
+    # A browser sees the thread here, its origin named and linked, and the remote author's profile.
+    page = await client.get(f"/t/{thread_id}", headers=BROWSER)
+    assert page.status_code == 200
+    assert "This thread comes from remote.example" in page.text
+    assert f'<a href="{REMOTE}/post/1" rel="nofollow noopener">See the original</a>' in page.text
+    assert 'href="/u/bob@remote.example"' in page.text
+    profile = await client.get("/u/bob@remote.example", headers=BROWSER)
+    assert profile.status_code == 200, profile.text
+    assert "A member of remote.example" in profile.text and f'href="{REMOTE}/u/bob"' in profile.text
+    assert "<em>gardener</em>" in profile.text and "Member since" not in profile.text
+    assert "<p>Me</p>" in profile.text
 
 
 async def test_unknown_objects_are_404(client: AsyncClient, settings: Settings) -> None:

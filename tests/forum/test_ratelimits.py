@@ -126,6 +126,29 @@ async def test_posting_per_account(settings: Settings) -> None:
             assert (await submit(http, "/c/general/new", {"title": "Bob's", "body": "x"})).status_code == 303
 
 
+async def test_voting_per_account(settings: Settings) -> None:
+    await make_category(settings, "general", "General")
+    async with running(limited(settings, vote_per_account=2)) as application:
+        browser = clients_of(application)
+        async with browser() as http:
+            await register(http, "alice")
+            created = await submit(http, "/c/general/new", {"title": "One", "body": "first"})
+            thread_url = created.headers["location"]
+        async with browser("192.0.2.7") as http:
+            await register(http, "bob")
+            page = await http.get(thread_url)
+            post_id = page.text.split('action="/p/', 1)[1].split("/vote", 1)[0]
+            for value in ("1", "-1"):
+                assert (
+                    await submit(http, thread_url, {"value": value}, action=f"/p/{post_id}/vote")
+                ).status_code == 303
+            assert_limited(
+                await submit(http, thread_url, {"value": "0"}, action=f"/p/{post_id}/vote"), "voting too fast"
+            )
+            # The refused vote changed nothing: bob's down vote stands.
+            assert '<span class="score" title="0 up, 1 down">-1</span>' in (await http.get(thread_url)).text
+
+
 # --- Which address counts ------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ on demand when a signature fails with the key we had (key rotation).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import timedelta
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activitypub.actors import as_strings, instance_actor
@@ -59,6 +61,7 @@ class ActivityPubResolver:
         self._client = client
         self._normalizer = normalizer
         self._auth: HttpSignatureAuth | None = None
+        self._auth_lock = asyncio.Lock()
 
     # -- forum.ports.RemoteResolver --------------------------------------------------------------
 
@@ -198,11 +201,23 @@ class ActivityPubResolver:
         return self._normalizer.normalize(document).document
 
     async def _instance_auth(self) -> HttpSignatureAuth:
-        if self._auth is None:
-            async with self._sessions() as session, session.begin():
-                actor = await instance_actor(session, self.settings.base_url, self.settings.host)
-                assert actor.key_id and actor.private_key_pem
-                self._auth = HttpSignatureAuth(SigningKey(actor.key_id, actor.private_key_pem))
+        if self._auth is not None:
+            return self._auth
+        # The instance actor is made on first use: concurrent first fetches here wait for one of them,
+        # and another process making it at the same moment only costs a second read.
+        async with self._auth_lock:
+            for attempt in range(2):
+                if self._auth is not None:
+                    break
+                try:
+                    async with self._sessions() as session, session.begin():
+                        actor = await instance_actor(session, self.settings.base_url, self.settings.host)
+                        assert actor.key_id and actor.private_key_pem
+                        self._auth = HttpSignatureAuth(SigningKey(actor.key_id, actor.private_key_pem))
+                except IntegrityError:
+                    if attempt:
+                        raise
+        assert self._auth is not None
         return self._auth
 
     # -- instances -------------------------------------------------------------------------------

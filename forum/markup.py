@@ -7,6 +7,7 @@ or a peer sends, what reaches a page is inside that list. `@name` and `@name@hos
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
@@ -65,6 +66,9 @@ def render(source: str) -> Rendered:
     return Rendered(html=html, mentions=mentions)
 
 
+_URL_SCHEME = re.compile(r"([a-z][a-z0-9+.\-]*):")
+
+
 def sanitize(html: str) -> str:
     """Clean HTML from anywhere (our renderer, a remote peer) down to the allow-list."""
     return nh3.clean(
@@ -74,7 +78,21 @@ def sanitize(html: str) -> str:
         url_schemes=ALLOWED_URL_SCHEMES,
         link_rel=LINK_REL,
         strip_comments=True,
+        attribute_filter=_drop_controlled_urls,
     )
+
+
+def _drop_controlled_urls(_tag: str, attribute: str, value: str) -> str | None:
+    """A URL whose scheme shows only once spaces, control or format characters are taken out
+    (`j&#31;data:…`, `java&#x200b;script:`) is dropped: what a browser makes of it depends on how it
+    trims, and no honest link looks like that."""
+    if attribute not in ("href", "src"):
+        return value
+    squeezed = "".join(char for char in value if not (char.isspace() or unicodedata.category(char) in ("Cc", "Cf")))
+    if squeezed == value:
+        return value
+    scheme = _URL_SCHEME.match(squeezed.lower())
+    return None if scheme is not None and scheme.group(1) not in ALLOWED_URL_SCHEMES else value
 
 
 def plain_text(html: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from forum.markup import (
@@ -369,6 +369,9 @@ def test_render_markdown_and_html_mix_is_safe_well_formed_and_idempotent(source:
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(markdown_and_html)
+# Found by this test in CI: a scheme that appears only once a control character is taken out.
+@example("<a href=&#106;\x1fdata:text/html,>")
+@example('<a href="java&#x200b;script:alert(1)">x</a>')
 def test_sanitize_any_html_is_safe_and_idempotent(source: str) -> None:
     cleaned = sanitize(source)
     assert_safe(cleaned)

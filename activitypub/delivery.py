@@ -3,27 +3,41 @@
 Rows move queued -> sending -> delivered | queued (retry, with backoff) | failed | gone. A worker holds
 the rows it took for a lease; rows whose lease ran out (a worker killed mid-batch) are taken again. On
 PostgreSQL many workers share the queue with `FOR UPDATE SKIP LOCKED`. Concurrency is bounded overall
-and per instance, and spread over several HTTP clients (one httpx client slows sharply past ~10
-concurrent connections). An instance failing for days is marked unreachable: its rows wait, and one
-is tried every few hours to see whether it answers again.
+and per instance. An instance failing for days is marked unreachable: its rows wait, and one is tried
+every few hours to see whether it answers again.
+
+Each inbox gets its activities in the order they were written (a reply after the post it answers):
+one inbox's rows in a batch go one after the other, by id; when one must be retried, the ones after it
+wait with it, every queued row of that inbox is lined up behind its retry time, and a row queued later
+is not sent while an older one for the same inbox is still waiting.
+
+A fan-out's cost is one RSA signature per shared inbox (the Host header is signed, so no two requests
+share one) and one HTTP exchange. The signatures are made on a thread pool (the cryptography package
+lets go of the GIL while it signs), so they run on another core while the event loop talks HTTP
+through `DeliveryPoster`. A new activity rings the worker (`wake`) instead of waiting for its next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+import httpx
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
-from activitypub.protocol.client import FetchError, GuardedClient
-from activitypub.protocol.signatures import HttpSignatureAuth, SignatureForm, SigningKey
+from activitypub.protocol.client import FetchError
+from activitypub.protocol.poster import DeliveryPoster
+from activitypub.protocol.signatures import SignatureForm, SigningKey, sign_request
 from forum.models import Actor, Delivery, DeliveryState, Instance, OutgoingActivity
 from forum.models.base import utcnow
 
@@ -44,11 +58,21 @@ class Outcome:
     retry_after: float | None = None
     # The signature form the peer took, when it took one.
     form: str | None = None
+    # Not sent: an earlier delivery to the same inbox must be retried first.
+    held: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+# id, activity id, inbox, domain, attempts, created at
+_Row = tuple[int, int, str, str, int, datetime]
 
 
 @dataclass
 class _Batch:
-    rows: list[tuple[int, int, str, str, int, datetime]]
+    rows: list[_Row]
     bodies: dict[int, bytes] = field(default_factory=dict)
     keys: dict[int, SigningKey] = field(default_factory=dict)
     forms: dict[str, str | None] = field(default_factory=dict)
@@ -58,29 +82,41 @@ class DeliveryWorker:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        clients: Sequence[GuardedClient],
+        poster: DeliveryPoster,
         *,
         batch_size: int = 500,
         concurrency: int = 64,
         per_instance: int = 4,
+        signers: int = 2,
     ) -> None:
-        assert clients, "the worker needs at least one HTTP client"
         self._sessions = sessions
-        self._clients = list(clients)
+        self._poster = poster
         self._batch_size = batch_size
         self._concurrency = asyncio.Semaphore(concurrency)
         self._per_instance = per_instance
         self._keys: dict[str, SigningKey] = {}
+        self._signers = ThreadPoolExecutor(signers, thread_name_prefix="delivery-sign")
+        self._doorbell = asyncio.Event()
+
+    def wake(self) -> None:
+        """New deliveries were committed: look now rather than at the next poll."""
+        self._doorbell.set()
 
     async def run(self, idle: float = 0.5) -> None:
-        while True:
-            try:
-                done = await self.run_once()
-            except Exception:  # the queue is durable: log, wait, try again
-                log.exception("delivery batch failed")
-                done = 0
-            if done == 0:
-                await asyncio.sleep(idle)
+        try:
+            while True:
+                self._doorbell.clear()
+                try:
+                    done = await self.run_once()
+                except Exception:  # the queue is durable: log, wait, try again
+                    log.exception("delivery batch failed")
+                    done = 0
+                if done == 0:
+                    # The poll stays: other processes (a `forum worker`, another web process) queue rows too.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._doorbell.wait(), idle)
+        finally:
+            self._signers.shutdown(wait=False)
 
     async def run_once(self) -> int:
         """Take one batch of due deliveries, send them, record what happened; returns how many were taken."""
@@ -88,16 +124,32 @@ class DeliveryWorker:
         if not batch.rows:
             return 0
         slots: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self._per_instance))
-        outcomes = await asyncio.gather(*(self._send(batch, row, slots[row[3]]) for row in batch.rows))
-        await self._record(batch, outcomes)
+        by_inbox: defaultdict[str, list[_Row]] = defaultdict(list)
+        for row in sorted(batch.rows):
+            by_inbox[row[2]].append(row)
+        runs = await asyncio.gather(
+            *(self._send_in_order(batch, rows, slots[rows[0][3]]) for rows in by_inbox.values())
+        )
+        await self._record(batch, [outcome for run in runs for outcome in run])
         return len(batch.rows)
+
+    async def _send_in_order(self, batch: _Batch, rows: list[_Row], slot: asyncio.Semaphore) -> list[Outcome]:
+        """One inbox's rows, oldest first; after a failure worth retrying, the rest wait for that retry."""
+        outcomes: list[Outcome] = []
+        for index, row in enumerate(rows):
+            outcome = await self._send(batch, row, slot)
+            outcomes.append(outcome)
+            if not outcome.delivered and _retryable(outcome.status):
+                outcomes += [Outcome(later[0], later[3], None, None, held=True) for later in rows[index + 1 :]]
+                break
+        return outcomes
 
     async def _claim(self) -> _Batch:
         now = utcnow()
         async with self._sessions() as session, session.begin():
             waiting = select(Instance.domain).where(Instance.unreachable.is_(True), Instance.probe_at > now)
             due = (
-                select(Delivery.id)
+                select(Delivery.id, Delivery.inbox_url, Delivery.domain)
                 .where(
                     or_(
                         and_(Delivery.state == DeliveryState.QUEUED, Delivery.next_attempt_at <= now),
@@ -105,11 +157,12 @@ class DeliveryWorker:
                     ),
                     Delivery.domain.not_in(waiting),
                 )
-                .order_by(Delivery.next_attempt_at)
+                .order_by(Delivery.next_attempt_at, Delivery.id)
                 .limit(self._batch_size)
                 .with_for_update(skip_locked=True)
             )
-            ids = list(await session.scalars(due))
+            candidates = (await session.execute(due)).all()
+            ids = await self._not_overtaking(session, candidates, now)
             if not ids:
                 return _Batch([])
             rows = (
@@ -144,6 +197,37 @@ class DeliveryWorker:
             batch.forms = {domain: form for domain, form in forms}
             return batch
 
+    @staticmethod
+    async def _not_overtaking(session: AsyncSession, candidates: Sequence[Any], now: datetime) -> list[int]:
+        """The candidates' ids, less those that would overtake an older row of their inbox still waiting for its
+        retry; those are lined up behind it instead."""
+        if not candidates:
+            return []
+        inboxes = {row.inbox_url for row in candidates}
+        waiting = await session.execute(
+            select(Delivery.inbox_url, func.min(Delivery.id), func.max(Delivery.next_attempt_at))
+            .where(
+                Delivery.state == DeliveryState.QUEUED,
+                Delivery.next_attempt_at > now,
+                Delivery.domain.in_({row.domain for row in candidates}),
+                Delivery.inbox_url.in_(inboxes),
+            )
+            .group_by(Delivery.inbox_url)
+        )
+        older = {inbox: (first_id, retry_at) for inbox, first_id, retry_at in waiting}
+        ids: list[int] = []
+        for row in candidates:
+            behind = older.get(row.inbox_url)
+            if behind is not None and row.id > behind[0]:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == row.id)
+                    .values(state=DeliveryState.QUEUED, locked_until=None, next_attempt_at=behind[1])
+                )
+                continue
+            ids.append(row.id)
+        return ids
+
     def _signing_key(self, key_id: str, pem: str) -> SigningKey:
         # Loading a PEM costs more than a signature: keep each actor's loaded key.
         key = self._keys.get(key_id)
@@ -151,37 +235,29 @@ class DeliveryWorker:
             key = self._keys[key_id] = SigningKey(key_id, pem)
         return key
 
-    async def _send(
-        self, batch: _Batch, row: tuple[int, int, str, str, int, datetime], slot: asyncio.Semaphore
-    ) -> Outcome:
+    async def _send(self, batch: _Batch, row: _Row, slot: asyncio.Semaphore) -> Outcome:
         delivery_id, activity_id, inbox, domain, _attempts, _created = row
         body, key = batch.bodies.get(activity_id), batch.keys.get(activity_id)
         if body is None or key is None:
             return Outcome(delivery_id, domain, None, "the activity or its actor's key is gone")
-        client = self._clients[hash(domain) % len(self._clients)]
         known = batch.forms.get(domain)
         first: SignatureForm = "rfc9421" if known == "rfc9421" else "cavage"
         async with self._concurrency, slot:
-            outcome = await self._post(client, delivery_id, domain, inbox, body, key, first)
+            outcome = await self._post(delivery_id, domain, inbox, body, key, first)
             if first == "rfc9421" and outcome.status in (400, 401, 403):
                 # Double-knocking: a peer that refuses one form is asked again in the other, and remembered.
-                outcome = await self._post(client, delivery_id, domain, inbox, body, key, "cavage")
+                outcome = await self._post(delivery_id, domain, inbox, body, key, "cavage")
             elif first == "cavage":
                 outcome.form = None  # nothing learnt: draft-cavage is what everyone is sent first
         return outcome
 
     async def _post(
-        self,
-        client: GuardedClient,
-        delivery_id: int,
-        domain: str,
-        inbox: str,
-        body: bytes,
-        key: SigningKey,
-        form: SignatureForm,
+        self, delivery_id: int, domain: str, inbox: str, body: bytes, key: SigningKey, form: SignatureForm
     ) -> Outcome:
+        loop = asyncio.get_running_loop()
         try:
-            result = await client.post(inbox, body, auth=HttpSignatureAuth(key, form=form))
+            headers = await loop.run_in_executor(self._signers, _signed_headers, inbox, body, key, form)
+            result = await self._poster.post(inbox, body, headers)
         except FetchError as failure:
             return Outcome(delivery_id, domain, failure.status, failure.reason[:500])
         refused = None if 200 <= result.status < 300 else f"HTTP {result.status}: {result.body_excerpt[:200]}"
@@ -190,9 +266,12 @@ class DeliveryWorker:
     async def _record(self, batch: _Batch, outcomes: list[Outcome]) -> None:
         now = utcnow()
         by_id = {row[0]: row for row in batch.rows}
-        delivered = [o.delivery_id for o in outcomes if o.status is not None and 200 <= o.status < 300]
-        ok_domains = {o.domain for o in outcomes if o.status is not None and 200 <= o.status < 300}
-        failing_domains = {o.domain for o in outcomes if o.status is None or o.status >= 500} - ok_domains
+        delivered = [o.delivery_id for o in outcomes if o.delivered]
+        sent = [o for o in outcomes if not o.held]
+        ok_domains = {o.domain for o in sent if o.delivered}
+        failing_domains = {o.domain for o in sent if o.status is None or o.status >= 500} - ok_domains
+        # Each inbox's retry time, which every queued row of that inbox lines up behind.
+        retry_at: dict[str, datetime] = {}
         async with self._sessions() as session, session.begin():
             if delivered:
                 await session.execute(
@@ -200,17 +279,38 @@ class DeliveryWorker:
                     .where(Delivery.id.in_(delivered))
                     .values(state=DeliveryState.DELIVERED, delivered_at=now, locked_until=None, last_status=200)
                 )
-            for outcome in outcomes:
-                if outcome.delivery_id in delivered:
+            for outcome in sent:
+                if outcome.delivered:
                     continue
                 _, _, inbox, _, attempts, created = by_id[outcome.delivery_id]
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == outcome.delivery_id)
-                    .values(**self._retry(outcome, attempts, created, now))
-                )
+                values = self._retry(outcome, attempts, created, now)
+                await session.execute(update(Delivery).where(Delivery.id == outcome.delivery_id).values(**values))
+                if values["state"] == DeliveryState.QUEUED:
+                    at = values["next_attempt_at"]
+                    assert isinstance(at, datetime)
+                    retry_at[inbox] = max(at, retry_at.get(inbox, at))
                 if outcome.status == 410:
                     await session.execute(update(Actor).where(Actor.inbox_url == inbox).values(gone_at=now))
+            for inbox, at in retry_at.items():
+                domain = next(row[3] for row in batch.rows if row[2] == inbox)
+                await session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.domain == domain,
+                        Delivery.inbox_url == inbox,
+                        Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.SENDING]),
+                        or_(Delivery.state == DeliveryState.QUEUED, Delivery.id.in_(list(by_id))),
+                        Delivery.next_attempt_at < at,
+                    )
+                    .values(state=DeliveryState.QUEUED, locked_until=None, next_attempt_at=at)
+                )
+            held = [o.delivery_id for o in outcomes if o.held and by_id[o.delivery_id][2] not in retry_at]
+            if held:  # behind a failure that was not retried after all: due again now
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(held))
+                    .values(state=DeliveryState.QUEUED, locked_until=None, next_attempt_at=now)
+                )
             await self._instance_health(session, batch, outcomes, ok_domains, failing_domains, now)
 
     def _retry(self, outcome: Outcome, attempts: int, created: datetime, now: datetime) -> dict[str, object]:
@@ -223,7 +323,7 @@ class DeliveryWorker:
         status = outcome.status
         if status == 410:
             values["state"] = DeliveryState.GONE
-        elif status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
+        elif not _retryable(status):
             values["state"] = DeliveryState.FAILED  # the peer refuses it for good
         elif now - created > GIVE_UP_AFTER:
             values["state"] = DeliveryState.FAILED
@@ -275,3 +375,15 @@ class DeliveryWorker:
             if now - instance.first_failure_at > UNREACHABLE_AFTER:
                 instance.unreachable = True
                 instance.probe_at = now + PROBE_EVERY
+
+
+def _retryable(status: int | None) -> bool:
+    """A network failure, a 5xx or a 4xx that says "later" is tried again; other 4xx are final."""
+    return not (status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX and status != 410)
+
+
+def _signed_headers(inbox: str, body: bytes, key: SigningKey, form: SignatureForm) -> dict[str, str]:
+    try:
+        return sign_request("POST", inbox, {}, body, key, form=form)
+    except (ValueError, httpx.InvalidURL) as exc:  # an inbox URL we cannot even parse
+        raise FetchError(f"cannot sign for {inbox!r}: {exc}") from None

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,11 +24,12 @@ from activitypub.actors import as_strings
 from activitypub.audiences import domain_of
 from activitypub.protocol.client import FetchError
 from activitypub.protocol.jsonld import DocumentError, ld_signature_creator, parse_json, verify_rsa_signature_2017
-from activitypub.protocol.signatures import SignatureError, signature_key_id, verify_request
+from activitypub.protocol.signatures import SignatureError, signature_key_id
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation, federation_of
+from activitypub.signers import SignatureRefused, is_our_host
 from forum.errors import RateLimited
-from forum.models import Actor, Instance
+from forum.models import Instance
 from forum.ratelimit import address_key
 from forum.web.context import forum_context
 from forum.web.security import client_address
@@ -41,7 +41,6 @@ OWN_OBJECT_TYPES = {"Create", "Update"}
 
 
 PEER_NOTE_EVERY = 60.0
-KEY_REFETCH_EVERY = 60.0
 MAX_NOTES = 10_000
 
 
@@ -77,7 +76,7 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
     except SignatureError as error:
         raise Refused(401, error.reason) from None
     host = request.headers.get("host", "")
-    if not _is_our_host(host, federation.settings.base_url):
+    if not is_our_host(host, federation.settings.base_url):
         # A signature covers the Host it was made for: one made for another server, replayed here, is not ours.
         raise Refused(401, f"the request was signed for another host ({host[:100]!r}), not this one")
     limits = federation.settings.rate_limits
@@ -108,8 +107,10 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
         object_id = _single(activity.get("object"))
         if object_id is None or domain_of(object_id) != domain_of(actor_id):
             raise Refused(401, "the object's id is on another host than its author")
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    signer = await _verified_signer(federation, request, target, body, key_id)
+    try:
+        signer = await federation.signers.verify(request, body, key_id)
+    except SignatureRefused as refusal:
+        raise Refused(401, refusal.reason) from None
     if signer.ap_id != actor_id and not await _forwarded_with_proof(federation, raw, actor_id):
         raise Refused(401, f"signed by {signer.ap_id} for an activity of {actor_id}")
     try:
@@ -148,69 +149,13 @@ async def _note_peer(federation: Federation, domain: str, form: str) -> None:
     federation.peers_seen[(domain, form)] = now
 
 
-async def _verified_signer(federation: Federation, request: Request, target: str, body: bytes, key_id: str) -> Actor:
-    reason = ""
-    for refresh in (False, True):
-        if refresh:
-            # A key is re-fetched once a minute at most: forged requests naming it must not make us
-            # hammer its owner's server.
-            now = time.monotonic()
-            if now - federation.keys_refetched.get(key_id, -KEY_REFETCH_EVERY) < KEY_REFETCH_EVERY:
-                raise Refused(401, reason)
-            if len(federation.keys_refetched) > MAX_NOTES:
-                federation.keys_refetched.clear()
-            federation.keys_refetched[key_id] = now
-        try:
-            signer = await _key_owner(federation, key_id, refresh=refresh)
-        except (ResolveError, FetchError, DocumentError) as error:
-            raise Refused(401, f"the signing key could not be fetched: {error}") from None
-        assert signer.public_key_pem is not None
-        try:
-            verify_request(
-                request.method, target, request.headers, body, signer.public_key_pem, scheme=request.url.scheme
-            )
-            return signer
-        except SignatureError as error:
-            reason = error.reason
-            if refresh or not _may_be_rotated(reason):
-                raise Refused(401, reason) from None
-    raise AssertionError("unreachable")
-
-
-def _may_be_rotated(reason: str) -> bool:
-    """Only a signature that does not match the key is worth a re-fetch (the key may have rotated)."""
-    text = reason.lower()
-    return "signature" in text and not any(word in text for word in ("digest", "date", "cover", "created", "old"))
-
-
-async def _key_owner(federation: Federation, key_id: str, *, refresh: bool = False) -> Actor:
-    """The owner of a key, stored or fetched, without a pooled connection waiting on the peer: a slow key
-    server would otherwise hold one for the client's whole deadline, and a few of them stall the forum."""
-    if not refresh:
-        async with federation.sessions() as session:
-            known = await session.scalar(select(Actor).where(Actor.key_id == key_id))
-        if known is not None:
-            return known
-    # A refreshing key_owner fetches before its session first touches the database.
-    try:
-        async with federation.sessions() as session, session.begin():
-            return await federation.resolver.key_owner(session, key_id, refresh=True)
-    except IntegrityError:
-        # Another request from the same new actor stored it meanwhile: theirs is the same record.
-        async with federation.sessions() as session:
-            stored = await session.scalar(select(Actor).where(Actor.key_id == key_id))
-        if stored is None:
-            raise
-        return stored
-
-
 async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any], actor_id: str) -> bool:
     """A relayed activity is believed only with its author's own RsaSignature2017 (Mastodon's LD signature)."""
     creator = ld_signature_creator(activity)
     if creator is None or domain_of(creator) != domain_of(actor_id):
         return False
     try:
-        author = await _key_owner(federation, creator)
+        author = await federation.signers.owner(creator)
     except (ResolveError, FetchError, DocumentError):
         return False
     return (
@@ -241,13 +186,6 @@ async def store(federation: Federation, activity: dict[str, Any], signer: tuple[
             "document": activity,
         },
     )
-
-
-def _is_our_host(host: str, base_url: str) -> bool:
-    """Whether a Host header names this forum (case and the scheme's default port aside)."""
-    scheme, _, ours = base_url.lower().partition("://")
-    default = ":443" if scheme == "https" else ":80"
-    return host.strip().lower().removesuffix(default) == ours.removesuffix(default)
 
 
 def _single(value: object) -> str | None:

@@ -157,8 +157,10 @@ def add_vary_accept(response: Response) -> Response:
 
 
 async def require_signed_fetch(request: Request) -> None:
-    """The authorized-fetch gate: nothing until a verifier is plugged in as `extra["authorized_fetch"]`,
-    which then raises an HTTPException 401 for a request without a valid signature."""
+    """The authorized-fetch gate, called by every ActivityStreams GET route before its page cache: nothing until
+    a verifier is plugged in as `extra["authorized_fetch"]` (`activitypub.fetch_auth`, with
+    `FORUM_FEDERATION_AUTHORIZED_FETCH=1`), which then raises an HTTPException 401 for a request without a valid
+    signature and leaves its signer on `request.state.signer`."""
     check = forum_context(request).extra.get("authorized_fetch")
     if callable(check):
         await check(request)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activitypub import doorbell
 from activitypub.audiences import (
     Target,
     actor_target,
@@ -30,15 +31,19 @@ from forum import markup
 from forum.events import (
     Event,
     EventBus,
+    FollowerApproved,
+    FollowerRejected,
     FollowRequested,
     FollowWithdrawn,
     PostCreated,
     PostDeleted,
     PostEdited,
     ThreadCreated,
+    ThreadUnwatched,
+    ThreadWatched,
     VoteChanged,
 )
-from forum.models import Actor, Delivery, Follow, OutgoingActivity, Vote
+from forum.models import Actor, Category, Delivery, Follow, OutgoingActivity, Thread, Vote
 from forum.models.base import utcnow
 
 
@@ -60,7 +65,39 @@ async def record_activity(
     ]
     if rows:
         await session.execute(insert(Delivery), rows)
+        doorbell.mark(session)
     return activity
+
+
+async def answer_follow(
+    session: AsyncSession,
+    base_url: str,
+    kind: str,
+    followed: Actor,
+    follower: Actor,
+    follow_id: str | None,
+    object_id: str | None = None,
+) -> None:
+    """`Accept` or `Reject` of a remote `Follow`, by the followed actor, to the follower's own inbox.
+
+    The object repeats the Follow (its id, actor and object): Mastodon and Lemmy match the answer by its id,
+    others by who follows what. `object_id` is what was followed when it is not the actor (a thread's context).
+    """
+    target = actor_target(follower)
+    if target is None:
+        return
+    follow: Document = {"type": "Follow", "actor": follower.ap_id, "object": object_id or followed.ap_id}
+    if follow_id:
+        follow = {"id": follow_id, **follow}
+    document: Document = {
+        "@context": CONTEXT,
+        "id": new_activity_id(base_url),
+        "type": kind,
+        "actor": followed.ap_id,
+        "to": [follower.ap_id],
+        "object": follow,
+    }
+    await record_activity(session, followed, document, [target])
 
 
 class Outbox:
@@ -76,7 +113,11 @@ class Outbox:
         bus.subscribe(PostDeleted, self._on_content)
         bus.subscribe(FollowRequested, self._on_follow)
         bus.subscribe(FollowWithdrawn, self._on_unfollow)
+        bus.subscribe(FollowerApproved, self._on_follower_approved)
+        bus.subscribe(FollowerRejected, self._on_follower_rejected)
         bus.subscribe(VoteChanged, self._on_vote)
+        bus.subscribe(ThreadWatched, self._on_thread_watched)
+        bus.subscribe(ThreadUnwatched, self._on_thread_unwatched)
 
     async def _on_follow(self, session: AsyncSession, event: Event) -> None:
         assert isinstance(event, FollowRequested)
@@ -103,6 +144,20 @@ class Outbox:
             "object": inner,
         }
         await record_activity(session, follower, document, [t for t in [actor_target(target)] if t])
+
+    async def _on_follower_approved(self, session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, FollowerApproved)
+        follow = await session.get(Follow, event.follow_id)
+        assert follow is not None and follow.target_id is not None
+        group, follower = await session.get(Actor, follow.target_id), await session.get(Actor, follow.follower_id)
+        assert group is not None and follower is not None
+        await answer_follow(session, self.base_url, "Accept", group, follower, follow.activity_id)
+
+    async def _on_follower_rejected(self, session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, FollowerRejected)
+        group, follower = await session.get(Actor, event.group_id), await session.get(Actor, event.follower_id)
+        assert group is not None and follower is not None
+        await answer_follow(session, self.base_url, "Reject", group, follower, event.activity_id)
 
     async def _on_vote(self, session: AsyncSession, event: Event) -> None:
         """A member's vote: `Like`/`Dislike` (a changed vote is simply the new one, as Lemmy sends it), or the
@@ -153,6 +208,39 @@ class Outbox:
             "to": [target.ap_id],
             "object": target.ap_id,
         }
+
+    async def _on_thread_watched(self, session: AsyncSession, event: Event) -> None:
+        """A member watches a remote thread: a `Follow` of its context to the Group that owns it (FEP-7888).
+
+        Peers that do not support it (Lemmy) ignore or refuse it; the member's watch stands either way."""
+        assert isinstance(event, ThreadWatched)
+        owner = await _context_owner(session, event.thread_id)
+        follower, follow = await session.get(Actor, event.follower_id), await session.get(Follow, event.follow_id)
+        if owner is None or follower is None or follow is None:
+            return
+        context_id, group = owner
+        document = {**self._follow(follower, group, new_activity_id(self.base_url)), "object": context_id}
+        follow.activity_id = document["id"]
+        await record_activity(session, follower, document, [t for t in [actor_target(group)] if t])
+
+    async def _on_thread_unwatched(self, session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, ThreadUnwatched)
+        owner = await _context_owner(session, event.thread_id)
+        follower = await session.get(Actor, event.follower_id)
+        if owner is None or follower is None or event.activity_id is None:
+            return  # no `Follow` was sent for it
+        context_id, group = owner
+        inner = {**self._follow(follower, group, event.activity_id), "object": context_id}
+        inner.pop("@context")
+        document: Document = {
+            "@context": CONTEXT,
+            "id": new_activity_id(self.base_url),
+            "type": "Undo",
+            "actor": follower.ap_id,
+            "to": [group.ap_id],
+            "object": inner,
+        }
+        await record_activity(session, follower, document, [t for t in [actor_target(group)] if t])
 
     async def _on_content(self, session: AsyncSession, event: Event) -> None:
         assert isinstance(event, ThreadCreated | PostCreated | PostEdited | PostDeleted)
@@ -229,6 +317,21 @@ class Outbox:
             "audience": group.ap_id,
             "object": body,
         }
+
+
+async def _context_owner(session: AsyncSession, thread_id: int) -> tuple[str, Actor] | None:
+    """A remote thread's context id and the remote Group that owns it; None for a thread of ours."""
+    row = (
+        await session.execute(
+            select(Thread.context_id, Actor)
+            .join(Category, Category.id == Thread.category_id)
+            .join(Actor, Actor.id == Category.actor_id)
+            .where(Thread.id == thread_id)
+        )
+    ).first()
+    if row is None or row[0] is None or row[1].local:
+        return None
+    return str(row[0]), row[1]
 
 
 async def _mentioned_actors(session: AsyncSession, source: str) -> list[Actor]:

@@ -39,7 +39,8 @@ ACTOR_TYPES = {
 }
 REFRESH_AFTER = timedelta(days=1)
 HANDLE = re.compile(r"^@?(?P<name>[^@\s/]+)@(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)$")
-USERNAME = re.compile(r"^[A-Za-z0-9_.~-]{1,255}$")
+# A colon too: an instance actor is named after its host (Mastodon's, Jardin's), which has a port in labs.
+USERNAME = re.compile(r"^[A-Za-z0-9_.~:-]{1,255}$")
 # Software whose users see FEP-1b12 Groups as forums: replies and edits reach them announced.
 GROUP_SOFTWARE = {"lemmy", "piefed", "mbin", "kbin", "nodebb", "jardin", "friendica", "discourse", "lotide", "fedify"}
 

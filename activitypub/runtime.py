@@ -15,14 +15,13 @@ from activitypub.intake import ReceivedWriter
 from activitypub.outbox import Outbox
 from activitypub.protocol.client import GuardedClient
 from activitypub.protocol.jsonld import Normalizer
+from activitypub.protocol.poster import DeliveryPoster
 from activitypub.resolver import ActivityPubResolver
+from activitypub.signers import Signers
 from forum import __version__
 from forum.cache import InvalidationBus
 from forum.config import Settings
 from forum.events import EventBus
-
-# Delivery spreads its connections over this many clients: one httpx client slows sharply past ~10.
-DELIVERY_CLIENTS = 8
 
 
 @dataclass
@@ -35,20 +34,22 @@ class Federation:
     resolver: ActivityPubResolver
     outbox: Outbox
     invalidations: InvalidationBus
-    delivery_clients: list[GuardedClient] = field(default_factory=list)
+    # Who signed a request (inbox POSTs, authorized-fetch GETs), with the keys that verified lately.
+    signers: Signers
+    delivery_poster: DeliveryPoster | None = None
     # Group commit of what the inboxes store (see activitypub.intake).
     received: ReceivedWriter = field(default_factory=ReceivedWriter)
     # Per-process notes of the inbox, so a steady stream from a peer costs no write: when each peer was
-    # last seen (its instance row is then known fine), and when each key was last re-fetched.
+    # last seen (its instance row is then known fine).
     peers_seen: dict[tuple[str, str], float] = field(default_factory=dict)
-    keys_refetched: dict[str, float] = field(default_factory=dict)
 
     def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
         return self.resolver.normalize(document)
 
     async def aclose(self) -> None:
-        for client in [self.client, *self.delivery_clients]:
-            await client.aclose()
+        await self.client.aclose()
+        if self.delivery_poster is not None:
+            await self.delivery_poster.aclose()
 
 
 def user_agent(settings: Settings) -> str:
@@ -63,19 +64,18 @@ def build_federation(
     normalizer = Normalizer()
     outbox = Outbox(settings.base_url)
     outbox.subscribe(bus)
+    resolver = ActivityPubResolver(settings, sessions, client, normalizer)
     return Federation(
         settings=settings,
         sessions=sessions,
         bus=bus,
         client=client,
         normalizer=normalizer,
-        resolver=ActivityPubResolver(settings, sessions, client, normalizer),
+        resolver=resolver,
         outbox=outbox,
         invalidations=invalidations,
-        delivery_clients=[
-            GuardedClient(allow_private=settings.federation_allow_private, user_agent=agent, max_connections=16)
-            for _ in range(DELIVERY_CLIENTS)
-        ],
+        signers=Signers(sessions, resolver),
+        delivery_poster=DeliveryPoster(allow_private=settings.federation_allow_private, user_agent=agent),
     )
 
 

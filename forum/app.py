@@ -14,9 +14,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from activitypub import doorbell
 from activitypub import inbox as federation_inbox
 from activitypub import routes as federation_routes
+from activitypub.backfill import Backfiller
 from activitypub.delivery import DeliveryWorker
+from activitypub.fetch_auth import AuthorizedFetch
 from activitypub.lookup import FederatedLookup
 from activitypub.processing import InboxWorker
 from activitypub.runtime import Federation, build_federation
@@ -34,6 +37,8 @@ from forum.events import (
     PostEdited,
     SiteChanged,
     ThreadCreated,
+    ThreadUnwatched,
+    ThreadWatched,
     VoteChanged,
 )
 from forum.i18n import Catalogs
@@ -44,11 +49,15 @@ from forum.ratelimit import RateLimiter
 from forum.services.maintenance import prune_expired_sessions
 from forum.services.reading import ThreadPage
 from forum.services.site import SiteInfo
-from forum.web import account, admin, misc, pages, posting, votes
+from forum.web import account, admin, misc, pages, posting, votes, watching
+from forum.web.api import openapi
 from forum.web.api import routes as api_routes
+from forum.web.api import watching as api_watching
 from forum.web.context import ForumContext
 from forum.web.middleware import ForumMiddleware
 from forum.web.templating import Templates
+from roles.concierge import api as concierge_api
+from roles.concierge import panel as concierge_panel
 
 log = logging.getLogger("forum")
 
@@ -77,6 +86,13 @@ def build_event_bus() -> EventBus:
     bus.subscribe(VoteChanged, votes_changed)
     bus.subscribe(CategoryChanged, category_changed)
     bus.subscribe(SiteChanged, site_changed)
+
+    async def watches_changed(session: AsyncSession, event: Event) -> None:
+        assert isinstance(event, ThreadWatched | ThreadUnwatched)
+        mark_stale(session, f"w:{event.follower_id}")
+
+    bus.subscribe(ThreadWatched, watches_changed)
+    bus.subscribe(ThreadUnwatched, watches_changed)
     return bus
 
 
@@ -92,8 +108,12 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
     site_cache: TaggedCache[SiteInfo] = TaggedCache(4)
     threads: TaggedCache[ThreadPage] = TaggedCache(settings.thread_cache_entries)
     templates = Templates(THEMES_DIR, {"version": __version__, "base_url": settings.base_url})
-    invalidations = InvalidationBus(sessions, [pages_cache, viewers, site_cache, threads])
+    watches = watching.watch_cache()
+    invalidations = InvalidationBus(sessions, [pages_cache, viewers, site_cache, threads, watches])
     federation = build_federation(settings, sessions, bus, invalidations)
+    extra: dict[str, object] = {"federation": federation, watching.CACHE_KEY: watches}
+    if settings.federation_authorized_fetch:
+        extra["authorized_fetch"] = AuthorizedFetch(federation)
     return ForumContext(
         settings=settings,
         engine=engine,
@@ -108,7 +128,7 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
         site_cache=site_cache,
         threads=threads,
         invalidations=invalidations,
-        extra={"federation": federation},
+        extra=extra,
     )
 
 
@@ -149,9 +169,12 @@ def create_app(
         *pages.routes,
         *posting.routes,
         *votes.routes,
+        *watching.routes,
         *account.routes,
         *admin.routes,
+        *concierge_panel.routes,
         *api_routes.routes,
+        *concierge_api.routes,
         *misc.routes,
     ]
     app = Starlette(
@@ -169,6 +192,8 @@ def create_app(
         exception_handlers={ForumError: misc.forum_error, HTTPException: misc.http_error},
     )
     app.state.forum = forum
+    openapi.add_section(forum, concierge_api.SECTION)
+    openapi.add_section(forum, api_watching.SECTION)
     return app
 
 
@@ -177,8 +202,13 @@ def build_jobs(forum: ForumContext) -> JobRunner:
     jobs.every(3600, "prune-sessions", lambda: prune_expired_sessions(forum.sessions))
     jobs.every(600, "prune-cache-invalidations", forum.invalidations.prune)
     federation = federation_of(forum)
-    deliveries = DeliveryWorker(forum.sessions, federation.delivery_clients)
+    assert federation.delivery_poster is not None
+    deliveries = DeliveryWorker(forum.sessions, federation.delivery_poster)
+    doorbell.listen(forum.engine, deliveries.wake)
     received = InboxWorker(federation)
     jobs.loop("deliveries", deliveries.run, deliveries.run_once)
     jobs.loop("received-activities", received.run, received.run_once)
+    # Remote threads met for the first time: their conversation so far, off the inbox worker's transactions.
+    backfills = Backfiller(federation)
+    jobs.loop("thread-backfills", backfills.run, backfills.run_once)
     return jobs

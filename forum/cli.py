@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     lookup = federation.add_parser("lookup", help="resolve a remote actor or object")
     lookup.add_argument("target")
     lookup.set_defaults(handler=_federation_lookup)
+    backfill = federation.add_parser("backfill", help="read a remote thread's conversation from its context")
+    backfill.add_argument("thread", help="the thread's id here, or the address of a remote thread or post")
+    backfill.set_defaults(handler=_federation_backfill)
     inspect = federation.add_parser("inspect", help="read an ActivityStreams document offline")
     inspect.add_argument("file", help="a JSON file, or - for standard input")
     inspect.set_defaults(handler=_federation_inspect)
@@ -310,6 +313,36 @@ def _federation_lookup(settings: Settings, args: argparse.Namespace) -> int:
 
     _require_schema(settings)
     print(json.dumps(asyncio.run(look()), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _federation_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """Walk a remote thread's `context` collection now (looked up first when given by address); prints the outcome."""
+    from activitypub.backfill import Backfiller
+    from forum.app import build_context, federation_of
+    from forum.models.base import is_id
+
+    async def walk() -> str:
+        forum = build_context(settings)
+        try:
+            target = args.thread.strip()
+            if target.isascii() and target.isdigit():
+                if not is_id(target):
+                    raise CommandError(f"{target} is no thread id")
+                thread_id = int(target)
+            else:
+                async with forum.read() as session:
+                    post = await forum.resolver.resolve_post(session, target)
+                if post is None:
+                    raise CommandError(f"{target} could not be looked up (see the log for why)")
+                thread_id = post.thread_id
+            return f"thread {thread_id}: {await Backfiller(federation_of(forum)).backfill(thread_id)}"
+        finally:
+            await federation_of(forum).aclose()
+            await forum.engine.dispose()
+
+    _require_schema(settings)
+    print(asyncio.run(walk()))
     return 0
 
 

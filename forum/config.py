@@ -58,6 +58,8 @@ class Settings:
     secret_key: str
     trusted_proxies: tuple[IPNetwork, ...] = ()
     federation_allow_private: bool = False
+    # Peers must sign their GETs of our ActivityStreams documents (Mastodon's "secure mode").
+    federation_authorized_fetch: bool = False
     max_body_bytes: int = 1_000_000
     theme: str = "default"
     default_language: str = "en"
@@ -117,6 +119,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         secret_key=get("SECRET_KEY", "") or _stored_secret(data_dir),
         trusted_proxies=_parse_networks(get("TRUSTED_PROXIES", "")),
         federation_allow_private=get("FEDERATION_ALLOW_PRIVATE", "0") in ("1", "true", "yes"),
+        federation_authorized_fetch=get("FEDERATION_AUTHORIZED_FETCH", "0") in ("1", "true", "yes"),
         max_body_bytes=_parse_int("FORUM_MAX_BODY_BYTES", get("MAX_BODY_BYTES", "1000000")),
         theme=get("THEME", "default"),
         page_cache_entries=_parse_int("FORUM_PAGE_CACHE_ENTRIES", get("PAGE_CACHE_ENTRIES", "2000")),

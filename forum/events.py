@@ -79,6 +79,23 @@ class FollowWithdrawn(Event):
 
 
 @dataclass(frozen=True)
+class FollowerApproved(Event):
+    """A pending follow of a category was accepted (by a concierge, or because the category stopped
+    approving its followers): the follower now hears of it like any other."""
+
+    follow_id: int
+
+
+@dataclass(frozen=True)
+class FollowerRejected(Event):
+    """A concierge refused a pending follow of a category; the follow row is gone, what a `Reject` names is here."""
+
+    group_id: int
+    follower_id: int
+    activity_id: str | None
+
+
+@dataclass(frozen=True)
 class CategoryChanged(Event):
     category_id: int
 
@@ -86,6 +103,24 @@ class CategoryChanged(Event):
 @dataclass(frozen=True)
 class SiteChanged(Event):
     """Instance name, description, rules or theme changed: every page may show it."""
+
+
+@dataclass(frozen=True)
+class ThreadWatched(Event):
+    """A member started watching a thread (a follow of its context); a remote thread's origin is told."""
+
+    follow_id: int
+    follower_id: int
+    thread_id: int
+
+
+@dataclass(frozen=True)
+class ThreadUnwatched(Event):
+    """A member stopped watching a thread (the follow row is gone; what an `Undo` names is here)."""
+
+    follower_id: int
+    thread_id: int
+    activity_id: str | None
 
 
 Subscriber = Callable[[AsyncSession, Event], Awaitable[None]]

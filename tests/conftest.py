@@ -73,11 +73,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
         yield f"sqlite+aiosqlite:///{path}"
         return
     url: str = request.getfixturevalue("postgres_migrated")
-    asyncio.run(_truncate(url))
+    asyncio.run(truncate(url))
     yield url
 
 
-async def _truncate(url: str) -> None:
+def module_database(
+    request: pytest.FixtureRequest, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory, label: str
+) -> Iterator[str]:
+    """For a module-scoped fixture parametrized over BACKENDS: a copy of the migrated SQLite file, or the
+    run's PostgreSQL database emptied, shared by the module's tests (one long-running Jardin per module)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp(label) / "forum.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("postgres_migrated")
+    asyncio.run(truncate(url))
+    yield url
+
+
+async def truncate(url: str) -> None:
     engine = create_engine(url, pool_size=1)
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     async with engine.begin() as connection:

@@ -44,7 +44,9 @@ async def _object(received: Received) -> dict[str, Any]:
     return await received.fetch(received.object_id)
 
 
-async def store_post(received: Received, obj: dict[str, Any], depth: int = 0) -> str:
+async def store_post(received: Received, obj: dict[str, Any], depth: int = 0, *, backfilled: bool = False) -> str:
+    """Store a thread or a reply. `backfilled`: read from a thread's `context` collection, not sent to us, so
+    our Group announces nothing (it is not news), and a locked thread still takes what was written in it."""
     object_id, kind = obj.get("id"), obj.get("type")
     if not isinstance(object_id, str) or kind not in POST_TYPES:
         raise HandlerRefused(f"a {kind} is not something a forum shows")
@@ -60,7 +62,7 @@ async def store_post(received: Received, obj: dict[str, Any], depth: int = 0) ->
     author = await received.remote_actor(author_id)
     parent_id = received.single(obj.get("inReplyTo"))
     if parent_id is not None:
-        return await _store_reply(received, obj, author, parent_id, depth)
+        return await _store_reply(received, obj, author, parent_id, depth, backfilled)
     category = await _addressed_category(received, obj)
     if category is None:
         raise HandlerRefused("the post is addressed to no category of this forum")
@@ -79,22 +81,29 @@ async def store_post(received: Received, obj: dict[str, Any], depth: int = 0) ->
         context_id=received.single(obj.get("context")),
         remote_url=_url(obj),
     )
-    await announce_if_ours(received, category)
+    # Met here for the first time (sent, announced, a reply's parent or looked up): the conversation so far is
+    # read from its `context` collection by the backfill job (activitypub.backfill), off this transaction.
+    thread.backfill_due_at = utcnow()
+    if depth == 0 and not backfilled:
+        # Only the activity received is announced: a parent fetched for a reply was not sent to us.
+        await announce_if_ours(received, category)
     return f"thread {thread.id}"
 
 
-async def _store_reply(received: Received, obj: dict[str, Any], author: Actor, parent_id: str, depth: int) -> str:
+async def _store_reply(
+    received: Received, obj: dict[str, Any], author: Actor, parent_id: str, depth: int, backfilled: bool
+) -> str:
     parent = await received.post_by_id(parent_id)
     if parent is None:
         if depth >= MAX_PARENT_DEPTH:
             raise HandlerRefused("the conversation goes back further than this forum fetches")
-        await store_post(received, await received.fetch(parent_id), depth + 1)
+        await store_post(received, await received.fetch(parent_id), depth + 1, backfilled=backfilled)
         parent = await received.post_by_id(parent_id)
         if parent is None:
             raise HandlerFailed(f"the post answered ({parent_id}) could not be found")
     parent_post, thread = parent
     category = await received.category_of(thread)
-    if thread.locked or thread.archived:
+    if (thread.locked or thread.archived) and not backfilled:
         raise HandlerRefused("the thread is locked")
     if category.private:
         raise HandlerRefused("the thread is in a private category")
@@ -110,7 +119,7 @@ async def _store_reply(received: Received, obj: dict[str, Any], author: Actor, p
         published=_time(obj.get("published")),
         remote_url=_url(obj),
     )
-    if depth == 0:
+    if depth == 0 and not backfilled:
         await announce_if_ours(received, category)
     return f"reply {post.id} in thread {thread.id}"
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from activitypub.audiences import Target
 from activitypub.handlers.base import HandlerRefused, Received
-from activitypub.objects import CONTEXT, Document
-from activitypub.outbox import new_activity_id, record_activity
+from activitypub.outbox import answer_follow
 from forum.models import Actor, ActorKind, Category, Follow, FollowState, Thread
 
 
@@ -62,21 +60,8 @@ async def on_follow(received: Received) -> str:
 
 
 async def _answer(received: Received, target: Actor, follower: Actor, kind: str) -> None:
-    document: Document = {
-        "@context": CONTEXT,
-        "id": new_activity_id(received.federation.settings.base_url),
-        "type": kind,
-        "actor": target.ap_id,
-        "to": [follower.ap_id],
-        "object": {
-            "id": received.id,
-            "type": "Follow",
-            "actor": follower.ap_id,
-            "object": received.object_id,
-        },
-    }
-    if follower.inbox_url:
-        await record_activity(received.session, target, document, [Target(follower.inbox_url, follower.domain)])
+    base_url = received.federation.settings.base_url
+    await answer_follow(received.session, base_url, kind, target, follower, received.id, received.object_id)
 
 
 async def on_undo_follow(received: Received) -> str:
@@ -103,7 +88,13 @@ async def _our_follow(received: Received) -> Follow | None:
             )
     if follow is None:
         return None
-    target = await received.session.get(Actor, follow.target_id) if follow.target_id else None
+    if follow.thread_id is not None:
+        # A member's watch of a remote thread followed its context, which the thread's Group answers.
+        thread = await received.session.get(Thread, follow.thread_id)
+        category = await received.category_of(thread) if thread is not None else None
+        target = await received.session.get(Actor, category.actor_id) if category is not None else None
+    else:
+        target = await received.session.get(Actor, follow.target_id) if follow.target_id else None
     if target is None or target.ap_id != received.actor_id:
         raise HandlerRefused("only the followed actor may answer a follow")
     return follow
@@ -114,12 +105,15 @@ async def on_accept(received: Received) -> str:
     if follow is None:
         return "no such follow"
     follow.state = FollowState.ACCEPTED
-    return "follow accepted"
+    return "context follow accepted" if follow.thread_id is not None else "follow accepted"
 
 
 async def on_reject(received: Received) -> str:
     follow = await _our_follow(received)
     if follow is None:
         return "no such follow"
+    if follow.thread_id is not None:
+        # The watch works here without the origin's help (the category's follow, or backfill): it stays.
+        return "context follow refused; the member still watches the thread here"
     await received.session.delete(follow)
     return "follow rejected"

@@ -60,6 +60,10 @@ class Thread(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_post_id: Mapped[int | None] = mapped_column(Integer)
+    # A remote thread's backfill from its `context` collection: due since then (while one runs, the end of
+    # its lease), and when the last one ended, so a thread met again is not walked again for some hours.
+    backfill_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    backfilled_at: Mapped[datetime | None] = mapped_column()
 
     category: Mapped[Category] = relationship(lazy="raise")
     author: Mapped[Actor] = relationship(lazy="raise")

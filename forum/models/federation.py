@@ -43,6 +43,8 @@ class Follow(Base):
     # The `Follow` activity's id: an `Accept`, `Reject` or `Undo` names it.
     activity_id: Mapped[str | None] = mapped_column(String(2048), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A member's watch of a thread: how many of its posts (numbered 1, 2, 3…) they have seen.
+    last_read_position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Vote(Base):

@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.errors import N_, InvalidInput, NotFound
-from forum.events import CategoryChanged, EventBus
-from forum.models import Actor, ActorKind, Category
+from forum.events import CategoryChanged, EventBus, FollowerApproved
+from forum.models import Actor, ActorKind, Category, Follow, FollowState
 from forum.models.base import is_id
 from forum.permissions import Viewer, can_see_category
 from forum.services.actors import check_name, create_local_actor, ensure_name_free
@@ -36,6 +36,7 @@ async def create_category(
     name: str,
     description: str = "",
     private: bool = False,
+    approve_followers: bool = False,
 ) -> Category:
     """A new local category and its Group actor; slugs share the usernames' namespace."""
     slug = slug.strip()
@@ -51,6 +52,7 @@ async def create_category(
         name=name.strip(),
         description=description.strip(),
         private=private,
+        approve_followers=approve_followers,
         position=position + 1,
     )
     category.actor = actor
@@ -61,16 +63,42 @@ async def create_category(
 
 
 async def update_category(
-    session: AsyncSession, bus: EventBus, category: Category, *, name: str, description: str, private: bool
+    session: AsyncSession,
+    bus: EventBus,
+    category: Category,
+    *,
+    name: str,
+    description: str,
+    private: bool,
+    approve_followers: bool | None = None,
 ) -> None:
+    """`approve_followers` None leaves that setting as it is."""
     _check_texts(name, description)
     category.name = name.strip()
     category.description = description.strip()
     category.private = private
     category.actor.display_name = category.name
     category.actor.summary = category.description
+    # A private category takes no followers from elsewhere: its waiting requests stay for a concierge to refuse.
+    stops_approving = category.approve_followers and approve_followers is False and not private
+    if approve_followers is not None:
+        category.approve_followers = approve_followers
     await session.flush()
+    if stops_approving:
+        await _accept_waiting_followers(session, bus, category)
     await bus.publish(session, CategoryChanged(category.id))
+
+
+async def _accept_waiting_followers(session: AsyncSession, bus: EventBus, category: Category) -> None:
+    """Nobody is left to answer the requests of a category that no longer approves its followers:
+    each is accepted as a new follow would be now (federation sends the `Accept`)."""
+    waiting = await session.scalars(
+        select(Follow).where(Follow.target_id == category.actor_id, Follow.state == FollowState.PENDING)
+    )
+    for follow in list(waiting):
+        follow.state = FollowState.ACCEPTED
+        await session.flush()
+        await bus.publish(session, FollowerApproved(follow.id))
 
 
 async def move_category(session: AsyncSession, bus: EventBus, category_id: int, offset: int) -> None:

@@ -54,6 +54,7 @@ async def _apply(session: Any, forum: Any, form: dict[str, str]) -> None:
         await category_service.create_category(
             session, forum.bus, forum.settings.base_url, slug=form.get("slug", ""), name=form.get("name", ""),
             description=form.get("description", ""), private=form.get("private") == "on",
+            approve_followers=form.get("approve_followers") == "on",
         )  # fmt: skip
     elif action in ("update_category", "move_up", "move_down"):
         category_id = str(parse_id(form.get("category_id")) or "")
@@ -63,7 +64,7 @@ async def _apply(session: Any, forum: Any, form: dict[str, str]) -> None:
             category = await category_service.get_category(session, _admin_viewer(), int(category_id))
             await category_service.update_category(
                 session, forum.bus, category, name=form.get("name", ""), description=form.get("description", ""),
-                private=form.get("private") == "on",
+                private=form.get("private") == "on", approve_followers=form.get("approve_followers") == "on",
             )  # fmt: skip
         else:
             await category_service.move_category(session, forum.bus, int(category_id), -1 if action == "move_up" else 1)

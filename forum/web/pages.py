@@ -29,6 +29,7 @@ from forum.web.base import (
 )
 from forum.web.context import forum_context
 from forum.web.votes import viewer_votes
+from forum.web.watching import ThreadWatch, category_watch, thread_watch
 
 
 async def _cached_for_visitor(request: Request, key: tuple[object, ...]) -> tuple[Response | None, tuple[object, ...]]:
@@ -86,7 +87,8 @@ async def category(request: Request) -> Response:
     async with forum_context(request).read() as session:
         found = await category_service.get_category(session, state.viewer, slug)
         listing = await reading.category_threads(session, found, cursor)
-    response = render(request, state, "category.html", {"category": found, "listing": listing})
+        watch = await category_watch(session, state, found)
+    response = render(request, state, "category.html", {"category": found, "listing": listing, "watch": watch})
     return _store_for_visitor(request, key, response, (f"c:{found.id}",))
 
 
@@ -117,7 +119,8 @@ async def thread(request: Request) -> Response:
         return cached
     state = await page_state(request)
     view = await cached_thread_page(request, state, thread_id, page)
-    response = thread_response(request, state, view, {}, my_votes=await viewer_votes(request, state, view))
+    my_votes, watch = await viewer_votes(request, state, view), await thread_watch(request, state, view)
+    response = thread_response(request, state, view, {}, my_votes=my_votes, watch=watch)
     return _store_for_visitor(request, key, response, (f"t:{thread_id}",))
 
 
@@ -146,6 +149,7 @@ def thread_response(
     status_code: int = 200,
     *,
     my_votes: dict[int, int] | None = None,
+    watch: ThreadWatch | None = None,
 ) -> Response:
     # A refused reply carries its reason in `form`; the template shows `error` next to the reply box.
     context = {
@@ -154,6 +158,7 @@ def thread_response(
         "error": form.get("error"),
         "error_field": form.get("error_field"),
         "my_votes": my_votes or {},
+        "watch": watch,
     }
     return render(request, state, "thread.html", context, status_code)
 

@@ -1,1 +1,2 @@
-"""The concierge: access, welcome flows and abuse reports (built in a later issue)."""
+"""The concierge: who gets in and with what rights. Built so far: follow requests (`followers`), in the
+`/concierge` panel (`panel`) and API v1 (`api`); access, welcome flows and abuse reports come later."""

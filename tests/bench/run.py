@@ -510,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--regenerate", action="store_true", help="generate even when a database matches")
     parser.add_argument("--federation-only", action="store_true", help="only the federation figures")
     parser.add_argument("--no-federation", action="store_true", help="skip the federation figures")
+    parser.add_argument(
+        "--federation-parts", default=",".join(federation.PARTS), help="comma-separated: documents,inbox,fanout"
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -540,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "databases": {},
     }  # fmt: skip
     log(f"load generator: {results['load_generator']}; work files in {data_dir}")
-    federation_plan = federation.default_plan(args.quick, args.seconds, args.rounds, args.connections, args.loadgen)
+    federation_plan = federation.default_plan(
+        args.quick, args.seconds, args.rounds, args.connections, args.loadgen, tuple(args.federation_parts.split(","))
+    )
     if not args.no_federation:
         results["federation_plan"] = asdict(federation_plan)
         results["federation_goals"] = federation.GOALS

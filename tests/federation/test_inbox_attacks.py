@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import time
 import tracemalloc
 import uuid
@@ -28,13 +27,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from activitypub.protocol.signatures import SignatureForm, sign_request
 from forum.config import RateLimits
-from forum.db import create_engine
-from forum.models import Base, Post, ReceivedActivity, ReceivedState, Thread
-from tests.conftest import BACKENDS
+from forum.models import Post, ReceivedActivity, ReceivedState, Thread
+from tests.conftest import BACKENDS, module_database
 from tests.federation.instances import Instance, eventually, running
 from tests.federation.remote import (
     AS_CONTEXT,
@@ -82,23 +80,7 @@ class Lab:
 def lab_database(
     request: pytest.FixtureRequest, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """One database for the module's Jardin: a copy of the migrated SQLite file, or the run's PostgreSQL one."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("inbox-attacks") / "forum.db"
-        shutil.copy(sqlite_template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    url: str = request.getfixturevalue("postgres_migrated")
-    asyncio.run(_truncate(url))
-    yield url
-
-
-async def _truncate(url: str) -> None:
-    engine = create_engine(url, pool_size=1)
-    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-    async with engine.begin() as connection:
-        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    await engine.dispose()
+    yield from module_database(request, sqlite_template, tmp_path_factory, "inbox-attacks")
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +179,8 @@ async def test_a_request_signed_for_another_server_is_refused_here(lab: Lab, for
 
 
 async def test_get_does_not_apply_to_the_inbox(lab: Lab) -> None:
-    """Signed GETs (authorized fetch, which requires `host` to be covered) are not verified yet: the inbox
-    takes only POST, and the GET rules are unit-tested on the verifier (test_signatures.py)."""
+    """The inbox takes only POST, signed or not; signed GETs are authorized fetch's, tested with a signature
+    that does not cover `host` in test_authorized_fetch.py."""
     url = lab.inbox
     response = await lab.remote.get(url, sign_request("GET", url, {}, None, lab.bob.signing_key))
     assert response.status_code == 405
@@ -437,7 +419,7 @@ def _asked(remote: Remote, actors: list[RemoteActor]) -> int:
 
 
 async def test_one_instance_flooding_the_inbox_gets_429(lab: Lab) -> None:
-    await eventually(lambda: queue_empty(lab))
+    await eventually(lambda: queue_empty(lab), timeout=60)
     limits = RateLimits(inbox_per_instance=5, inbox_window=60)
     async with running("127.0.0.1", lab.database_url, lab.data_dir / "limited", rate_limits=limits) as limited:
         inbox = f"{limited.base_url}/inbox"
@@ -455,7 +437,7 @@ async def test_one_instance_flooding_the_inbox_gets_429(lab: Lab) -> None:
 
 
 async def test_forged_requests_do_not_spend_an_honest_peers_budget(lab: Lab) -> None:
-    await eventually(lambda: queue_empty(lab))
+    await eventually(lambda: queue_empty(lab), timeout=60)
     limits = RateLimits(inbox_per_instance=5, inbox_window=60)
     async with running("127.0.0.1", lab.database_url, lab.data_dir / "forged", rate_limits=limits) as limited:
         inbox = f"{limited.base_url}/inbox"
@@ -470,7 +452,7 @@ async def test_forged_requests_do_not_spend_an_honest_peers_budget(lab: Lab) -> 
 
 
 async def test_a_key_on_a_private_address_is_refused_before_any_connection(lab: Lab) -> None:
-    await eventually(lambda: queue_empty(lab))
+    await eventually(lambda: queue_empty(lab), timeout=60)
     async with (
         Remote("127.0.0.1") as loopback,
         Listener("127.0.0.2") as tripwire,

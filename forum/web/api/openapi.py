@@ -1,13 +1,18 @@
 """The OpenAPI 3.1 document of API v1 (`GET /api/v1/openapi.json`), written as data.
 
 Paths are relative to the server URL `<base_url>/api/v1`. A test checks that this document and the
-app's routes under /api/v1 name the same calls.
+app's routes under /api/v1 name the same calls. Packages that `forum.web` may not import (the roles)
+document their own calls as a `Section`, which the composition root registers with `add_section`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
 from forum import __version__
 from forum.web.api.schemas import SCHEMAS, Json, integer, ref, string
+from forum.web.context import ForumContext
 
 BEARER = "bearerAuth"
 PROBLEMS = {
@@ -22,9 +27,29 @@ PROBLEMS = {
 }
 READ = (400, 401, 404, 429)
 WRITE = (400, 401, 403, 404, 413, 415, 422, 429)
+SECTIONS_KEY = "api_sections"
 
 
-def document(base_url: str) -> Json:
+@dataclass(frozen=True)
+class Section:
+    """Calls documented by the package that serves them, under their own tag."""
+
+    tag: str
+    paths: dict[str, Json]
+    schemas: dict[str, Json] = field(default_factory=dict)
+
+
+def add_section(forum: ForumContext, section: Section) -> None:
+    """Called by the app that mounts the section's routes (once per tag, however often it is built)."""
+    forum.extra.setdefault(SECTIONS_KEY, {})[section.tag] = section
+
+
+def sections_of(forum: ForumContext) -> list[Section]:
+    return list(forum.extra.get(SECTIONS_KEY, {}).values())
+
+
+def document(base_url: str, sections: Iterable[Section] = ()) -> Json:
+    sections = list(sections)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -38,10 +63,12 @@ def document(base_url: str) -> Json:
         },
         "servers": [{"url": f"{base_url}/api/v1"}],
         "security": [{}, {BEARER: []}],
-        "tags": [{"name": name} for name in ("categories", "threads", "posts", "members", "meta")],
-        "paths": paths(),
+        "tags": [
+            {"name": name} for name in ("categories", "threads", "posts", "members", "meta", *(s.tag for s in sections))
+        ],
+        "paths": {**paths(), **{path: item for s in sections for path, item in s.paths.items()}},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **{name: schema for s in sections for name, schema in s.schemas.items()}},
             "responses": {name: _problem_response(status, text) for status, (name, text) in PROBLEMS.items()},
             "securitySchemes": {
                 BEARER: {"type": "http", "scheme": "bearer", "description": "a personal access token (jdn_…)"}

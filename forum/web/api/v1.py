@@ -9,6 +9,7 @@ with the caller's Viewer, and renders with forum.web.api.serializers. Writes go 
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +23,7 @@ from forum.ports import RemoteResolver
 from forum.services import categories as category_service
 from forum.services import follows, posting, reading, votes
 from forum.web.api import openapi, records, serializers
+from forum.web.api import watching as watching_api
 from forum.web.api.auth import Caller
 from forum.web.api.bodies import (
     checked_reference,
@@ -233,10 +235,17 @@ async def create_follow(request: Request, caller: Caller) -> Response:
     forum = forum_context(request)
     data = await json_object(request, ("target",))
     target = text_field(data, "target")
-    async with forum.write() as session:
-        actor = await _actor_for(session, forum.settings, forum.resolver, target)
-        follow = await follows.follow(session, forum.bus, caller.viewer, actor)
-        record = await actor_record(session, forum.settings, caller.viewer, actor)
+    for attempt in (1, 2):
+        try:
+            async with forum.write() as session:
+                actor = await _actor_for(session, forum.settings, forum.resolver, target)
+                follow = await follows.follow(session, forum.bus, caller.viewer, actor)
+                record = await actor_record(session, forum.settings, caller.viewer, actor)
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            # Two requests at once: the other made the same follow first; the second try finds and answers it.
     return json_response({"id": follow.id, "state": follow.state.value, "target": record}, 201)
 
 
@@ -265,7 +274,8 @@ async def _actor_for(session: AsyncSession, settings: Settings, remote: RemoteRe
 
 @endpoint
 async def openapi_document(request: Request, caller: Caller) -> Response:
-    return json_response(openapi.document(forum_context(request).settings.base_url))
+    forum = forum_context(request)
+    return json_response(openapi.document(forum.settings.base_url, openapi.sections_of(forum)))
 
 
 async def _thread_response(
@@ -325,4 +335,5 @@ routes = [
     Route(f"{PREFIX}/posts/{{post_id}}", delete_post, methods=["DELETE"]),
     Route(f"{PREFIX}/posts/{{post_id}}/revisions", post_revisions, methods=["GET"]),
     Route(f"{PREFIX}/posts/{{post_id}}/vote", vote_on_post, methods=["PUT", "DELETE"]),
+    *watching_api.routes,
 ]

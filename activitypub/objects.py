@@ -47,6 +47,8 @@ class PostSubject:
     parent_ap_id: str | None
     # Remote authors of the posts answered and mentioned: addressed so their servers hear of it.
     also_to: tuple[str, ...] = ()
+    # The remote actors the text mentions, as (ap_id, @name@host): `Mention` tags.
+    mentions: tuple[tuple[str, str], ...] = ()
 
 
 def iso(moment: datetime) -> str:
@@ -95,6 +97,8 @@ def post_document(subject: PostSubject, *, with_context: bool = True) -> Documen
         document["inReplyTo"] = subject.parent_ap_id or thread.ap_id
     if post.edited_at is not None:
         document["updated"] = iso(post.edited_at)
+    if subject.mentions:
+        document["tag"] = [{"type": "Mention", "href": href, "name": name} for href, name in subject.mentions]
     return document
 
 

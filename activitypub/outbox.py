@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,8 +25,7 @@ from activitypub.audiences import (
     thread_follower_targets,
 )
 from activitypub.objects import CONTEXT, PUBLIC, Document, PostSubject, post_document, post_id
-from activitypub.subjects import load_post_subject
-from forum import markup
+from activitypub.subjects import load_post_subject, mentioned_actors, mentioning
 from forum.events import (
     Event,
     EventBus,
@@ -254,20 +252,11 @@ class Outbox:
         await self.publish_post(session, subject, kind)
 
     async def publish_post(self, session: AsyncSession, subject: PostSubject, kind: str) -> None:
-        mentioned = await _mentioned_actors(session, subject.post.source)
-        subject = PostSubject(
-            subject.post,
-            subject.thread,
-            subject.author,
-            subject.group,
-            subject.parent_ap_id,
-            also_to=tuple(dict.fromkeys([*subject.also_to, *(actor.ap_id for actor in mentioned)])),
-        )
+        mentioned = await mentioned_actors(session, subject.post.source)
+        subject = mentioning(subject, mentioned)
         obj = post_document(subject, with_context=False)
         if kind == "Delete":
             obj = {"id": post_id(subject), "type": "Tombstone"}
-        elif mentioned:
-            obj["tag"] = [{"type": "Mention", "href": a.ap_id, "name": f"@{a.username}@{a.domain}"} for a in mentioned]
         activity = self._wrap(kind, subject.author.ap_id, obj, subject)
         first = subject.post.position == 1
         direct = [t for t in (actor_target(a) for a in mentioned) if t is not None]
@@ -332,18 +321,3 @@ async def _context_owner(session: AsyncSession, thread_id: int) -> tuple[str, Ac
     if row is None or row[0] is None or row[1].local:
         return None
     return str(row[0]), row[1]
-
-
-async def _mentioned_actors(session: AsyncSession, source: str) -> list[Actor]:
-    """Remote actors the text mentions and the forum already knows (unknown ones are not fetched mid-write)."""
-    handles = {(m.username.lower(), m.host.lower()) for m in markup.render(source).mentions if m.host}
-    if not handles:
-        return []
-    found: list[Any] = []
-    for name, host in handles:
-        actor = await session.scalar(
-            select(Actor).where(Actor.username_key == name, Actor.domain == host, Actor.local.is_(False))
-        )
-        if actor is not None:
-            found.append(actor)
-    return found

@@ -29,7 +29,13 @@ from activitypub.negotiation import (
     require_signed_fetch,
 )
 from activitypub.objects import PostSubject, post_document
-from activitypub.subjects import get_instance_actor, load_actor, load_post_subject, load_thread_subject
+from activitypub.subjects import (
+    get_instance_actor,
+    load_actor,
+    load_post_subject,
+    load_thread_subject,
+    with_mentions,
+)
 from forum.errors import ForumError
 from forum.models import ActorKind, OutgoingActivity
 from forum.web import misc, pages
@@ -70,6 +76,8 @@ async def thread(request: Request) -> Response:
         return cached
     async with forum_context(request).read() as session:
         subject = await load_thread_subject(session, request.path_params["thread_id"])
+        if subject is not None:
+            subject = await with_mentions(session, subject)
     if subject is None:
         return not_found(request, "No such thread.")
     if not subject.thread.local:
@@ -87,6 +95,8 @@ async def post(request: Request) -> Response:
         return cached
     async with forum_context(request).read() as session:
         subject = await load_post_subject(session, request.path_params["post_id"])
+        if subject is not None:
+            subject = await with_mentions(session, subject)
     if subject is None:
         return not_found(request, "No such post.")
     if subject.post.position == 1 and subject.thread.ap_id:

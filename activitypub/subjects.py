@@ -8,6 +8,7 @@ they never federate.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import aliased, raiseload
 
 from activitypub.actors import instance_actor
 from activitypub.objects import PostSubject
+from forum import markup
 from forum.models import Actor, ActorKind, Category, Post, Thread
 from forum.web.context import ForumContext
 
@@ -31,6 +33,36 @@ async def load_post_subject(session: AsyncSession, post_id: int) -> PostSubject 
     """The post with its thread, author, Group and answered post; None if unknown or in a private category."""
     subjects = await load_post_subjects(session, Post.id == post_id)
     return subjects[0] if subjects else None
+
+
+async def mentioned_actors(session: AsyncSession, source: str) -> list[Actor]:
+    """Remote actors the text mentions and the forum already knows (unknown ones are not fetched mid-write)."""
+    if "@" not in source:
+        return []
+    handles = {(m.username.lower(), m.host.lower()) for m in markup.render(source).mentions if m.host}
+    found: list[Actor] = []
+    for name, host in sorted(handles):
+        actor = await session.scalar(
+            select(Actor).where(Actor.username_key == name, Actor.domain == host, Actor.local.is_(False))
+        )
+        if actor is not None:
+            found.append(actor)
+    return found
+
+
+async def with_mentions(session: AsyncSession, subject: PostSubject) -> PostSubject:
+    """The subject with the remote actors its text mentions: as `Mention` tags, and addressed."""
+    return mentioning(subject, await mentioned_actors(session, subject.post.source))
+
+
+def mentioning(subject: PostSubject, mentioned: list[Actor]) -> PostSubject:
+    if not mentioned:
+        return subject
+    return dataclasses.replace(
+        subject,
+        also_to=tuple(dict.fromkeys([*subject.also_to, *(actor.ap_id for actor in mentioned)])),
+        mentions=tuple((actor.ap_id, f"@{actor.username}@{actor.domain}") for actor in mentioned),
+    )
 
 
 async def load_thread_subject(session: AsyncSession, thread_id: int) -> PostSubject | None:

@@ -253,6 +253,31 @@ async def test_thread_is_a_page_and_replies_are_notes(client: AsyncClient, setti
     assert browser.status_code == 302 and browser.headers["location"] == f"/t/{thread_id}#p{answer}"
 
 
+async def test_mentions_of_remote_actors_are_tags_of_the_served_documents(
+    client: AsyncClient, settings: Settings
+) -> None:
+    """A peer that fetches a post (backfill, a Mastodon user opening a reply) sees whom it mentions, as the
+    `Create` that carried it said: `Mention` tags, and the mentioned actors addressed."""
+    await make_category(settings, "general", "General")
+    alice = await member(settings, "alice")
+    async with database(settings) as session:
+        session.add(remote_actor("bob"))
+    thread_id = await start_thread(
+        settings, alice, "general", body="Ask @bob@remote.example and @nobody@nowhere.example"
+    )
+    answer = await reply(settings, alice, thread_id, "Thanks @bob@remote.example, and @alice.")
+    plain = await reply(settings, alice, thread_id, "No one named here.")
+    bob = {"type": "Mention", "href": f"{REMOTE}/u/bob", "name": "@bob@remote.example"}
+
+    page = json_of(await client.get(f"/t/{thread_id}", headers=PEER))
+    note = json_of(await client.get(f"/p/{answer}", headers=PEER))
+    for document in (page, note):
+        # Only actors the forum knows are tagged (an unknown one is not fetched to serve a document).
+        assert document["tag"] == [bob]
+        assert f"{REMOTE}/u/bob" in document["to"] + document.get("cc", [])
+    assert "tag" not in json_of(await client.get(f"/p/{plain}", headers=PEER))
+
+
 async def test_documents_follow_changes_made_through_the_forum(client: AsyncClient, settings: Settings) -> None:
     """Documents are kept rendered between fetches; a change made as members and admins make it shows at once."""
     await make_category(settings, "general", "General")

@@ -127,11 +127,26 @@ class DeliveryWorker:
         by_inbox: defaultdict[str, list[_Row]] = defaultdict(list)
         for row in sorted(batch.rows):
             by_inbox[row[2]].append(row)
-        runs = await asyncio.gather(
-            *(self._send_in_order(batch, rows, slots[rows[0][3]]) for rows in by_inbox.values())
-        )
-        await self._record(batch, [outcome for run in runs for outcome in run])
+        try:
+            runs = await asyncio.gather(
+                *(self._send_in_order(batch, rows, slots[rows[0][3]]) for rows in by_inbox.values())
+            )
+            await self._record(batch, [outcome for run in runs for outcome in run])
+        except asyncio.CancelledError:
+            # Shutting down mid-batch: what was not recorded goes back to the queue now, not when the lease ends
+            # (a peer may get one activity twice; inboxes drop duplicates by id).
+            with contextlib.suppress(Exception):
+                await self._release([row[0] for row in batch.rows])
+            raise
         return len(batch.rows)
+
+    async def _release(self, delivery_ids: list[int]) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(delivery_ids), Delivery.state == DeliveryState.SENDING)
+                .values(state=DeliveryState.QUEUED, locked_until=None)
+            )
 
     async def _send_in_order(self, batch: _Batch, rows: list[_Row], slot: asyncio.Semaphore) -> list[Outcome]:
         """One inbox's rows, oldest first; after a failure worth retrying, the rest wait for that retry."""

@@ -8,6 +8,7 @@ second run of the same activity changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -42,9 +43,28 @@ class InboxWorker:
 
     async def run_once(self) -> int:
         ids = await self._claim()
-        for activity_id in ids:
-            await self._process(activity_id)
+        remaining = list(ids)
+        try:
+            while remaining:
+                await self._process(remaining[0])
+                remaining.pop(0)
+        except asyncio.CancelledError:
+            # Shutting down mid-batch: give back what this run took and did not settle, rather than leave it
+            # leased (another process sharing the database would otherwise wait out the whole lease).
+            with contextlib.suppress(Exception):
+                await self._release(remaining)
+            raise
         return len(ids)
+
+    async def _release(self, row_ids: list[int]) -> None:
+        if not row_ids:
+            return
+        async with self._federation.sessions() as session, session.begin():
+            await session.execute(
+                update(ReceivedActivity)
+                .where(ReceivedActivity.id.in_(row_ids), ReceivedActivity.state == ReceivedState.PROCESSING)
+                .values(state=ReceivedState.QUEUED, locked_until=None)
+            )
 
     async def _claim(self) -> list[int]:
         now = utcnow()

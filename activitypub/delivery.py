@@ -7,9 +7,9 @@ and per instance. An instance failing for days is marked unreachable: its rows w
 every few hours to see whether it answers again.
 
 Each inbox gets its activities in the order they were written (a reply after the post it answers):
-one inbox's rows in a batch go one after the other, by id; when one must be retried, the ones after it
-wait with it, every queued row of that inbox is lined up behind its retry time, and a row queued later
-is not sent while an older one for the same inbox is still waiting.
+one inbox's rows in a batch go one after the other, by id; when the peer is unavailable (no answer, a
+5xx, 408/425/429) the ones after it wait with it, every queued row of that inbox is lined up behind its
+retry time, and a row queued later is not sent while an older one for the same inbox is still waiting.
 
 A fan-out's cost is one RSA signature per shared inbox (the Host header is signed, so no two requests
 share one) and one HTTP exchange. The signatures are made on a thread pool (the cryptography package
@@ -154,7 +154,7 @@ class DeliveryWorker:
         for index, row in enumerate(rows):
             outcome = await self._send(batch, row, slot)
             outcomes.append(outcome)
-            if not outcome.delivered and _retryable(outcome.status):
+            if not outcome.delivered and _unavailable(outcome.status):
                 outcomes += [Outcome(later[0], later[3], None, None, held=True) for later in rows[index + 1 :]]
                 break
         return outcomes
@@ -224,6 +224,9 @@ class DeliveryWorker:
             .where(
                 Delivery.state == DeliveryState.QUEUED,
                 Delivery.next_attempt_at > now,
+                # Waiting because the peer was unavailable (or lined up behind such a row, never tried): a row
+                # refused with a 4xx of its own does not hold the others.
+                or_(Delivery.last_status.is_(None), Delivery.last_status >= 500, Delivery.last_status.in_(BUSY)),
                 Delivery.domain.in_({row.domain for row in candidates}),
                 Delivery.inbox_url.in_(inboxes),
             )
@@ -300,7 +303,7 @@ class DeliveryWorker:
                 _, _, inbox, _, attempts, created = by_id[outcome.delivery_id]
                 values = self._retry(outcome, attempts, created, now)
                 await session.execute(update(Delivery).where(Delivery.id == outcome.delivery_id).values(**values))
-                if values["state"] == DeliveryState.QUEUED:
+                if values["state"] == DeliveryState.QUEUED and _unavailable(outcome.status):
                     at = values["next_attempt_at"]
                     assert isinstance(at, datetime)
                     retry_at[inbox] = max(at, retry_at.get(inbox, at))
@@ -390,6 +393,15 @@ class DeliveryWorker:
             if now - instance.first_failure_at > UNREACHABLE_AFTER:
                 instance.unreachable = True
                 instance.probe_at = now + PROBE_EVERY
+
+
+BUSY = (408, 425, 429)
+
+
+def _unavailable(status: int | None) -> bool:
+    """The peer did not take it because it is down or busy (no answer, 5xx, 408/425/429): the later
+    activities for that inbox wait behind it. A 4xx about this activity (401, 403…) holds nothing back."""
+    return status is None or status >= 500 or status in BUSY
 
 
 def _retryable(status: int | None) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.models import Actor, Follow, FollowState, Instance, Post
@@ -28,22 +28,27 @@ def domain_of(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
+# Built once: the inbox worker asks for every activity it passes on, and building a statement costs more
+# than running it (its compiled form is cached by SQLAlchemy either way).
+_INBOX = func.coalesce(Actor.shared_inbox_url, Actor.inbox_url)
+_FOLLOWER_INBOXES = (
+    select(_INBOX, Actor.domain, func.coalesce(Instance.understands_groups, False))
+    .join(Follow, Follow.follower_id == Actor.id)
+    .outerjoin(Instance, Instance.domain == Actor.domain)
+    .where(
+        Follow.target_id == bindparam("actor_id"),
+        Follow.state == FollowState.ACCEPTED,
+        Actor.local.is_(False),
+        Actor.gone_at.is_(None),
+        _INBOX.is_not(None),
+    )
+    .distinct()
+)
+
+
 async def follower_targets(session: AsyncSession, actor_id: int) -> list[Target]:
     """The remote followers of a local actor, one target per shared inbox."""
-    inbox = func.coalesce(Actor.shared_inbox_url, Actor.inbox_url)
-    rows = await session.execute(
-        select(inbox, Actor.domain, func.coalesce(Instance.understands_groups, False))
-        .join(Follow, Follow.follower_id == Actor.id)
-        .outerjoin(Instance, Instance.domain == Actor.domain)
-        .where(
-            Follow.target_id == actor_id,
-            Follow.state == FollowState.ACCEPTED,
-            Actor.local.is_(False),
-            Actor.gone_at.is_(None),
-            inbox.is_not(None),
-        )
-        .distinct()
-    )
+    rows = await session.execute(_FOLLOWER_INBOXES, {"actor_id": actor_id})
     return targets_by_inbox(Target(str(row[0]), row[1] or domain_of(str(row[0])), bool(row[2])) for row in rows)
 
 

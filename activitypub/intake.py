@@ -37,6 +37,12 @@ class ReceivedWriter:
         # A request cancelled meanwhile (the peer hung up) must not cancel the others' commit.
         await asyncio.shield(future)
 
+    async def drain(self) -> None:
+        """Wait for the commit under way, if any: at shutdown, before the engine's connections are closed (a
+        request whose peer hung up leaves its batch committing after the request itself is gone)."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])
+
     async def _write(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]

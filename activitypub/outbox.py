@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from activitypub import doorbell
 from activitypub.audiences import (
@@ -41,7 +42,7 @@ from forum.events import (
     ThreadWatched,
     VoteChanged,
 )
-from forum.models import Actor, Category, Delivery, Follow, OutgoingActivity, Thread, Vote
+from forum.models import Actor, Category, Delivery, Follow, OutgoingActivity, Post, Thread, Vote
 from forum.models.base import utcnow
 
 
@@ -242,6 +243,11 @@ class Outbox:
 
     async def _on_content(self, session: AsyncSession, event: Event) -> None:
         assert isinstance(event, ThreadCreated | PostCreated | PostEdited | PostDeleted)
+        # A received post, still in this session's identity map: its origin has already sent it, and it costs
+        # no query to know (the inbox worker stores thousands of them).
+        known = session.sync_session.identity_map.get(identity_key(Post, event.post_id))
+        if isinstance(known, Post) and not known.local:
+            return
         # None as well for a post in a private category: those never federate.
         subject = await load_post_subject(session, event.post_id)
         if subject is None or not subject.author.local:

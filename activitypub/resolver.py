@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,6 +38,8 @@ ACTOR_TYPES = {
     "Application": ActorKind.APPLICATION,
 }
 REFRESH_AFTER = timedelta(days=1)
+# Built once: every received activity looks its author up.
+_ACTOR_BY_ID = select(Actor).where(Actor.ap_id == bindparam("ap_id"))
 HANDLE = re.compile(r"^@?(?P<name>[^@\s/]+)@(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)$")
 # A colon too: an instance actor is named after its host (Mastodon's, Jardin's), which has a port in labs.
 USERNAME = re.compile(r"^[A-Za-z0-9_.~:-]{1,255}$")
@@ -99,7 +101,7 @@ class ActivityPubResolver:
 
     async def actor(self, session: AsyncSession, ap_id: str, *, refresh: bool = False) -> Actor:
         """The stored actor for an id, fetched (or refreshed) when needed."""
-        known = await session.scalar(select(Actor).where(Actor.ap_id == ap_id))
+        known = await session.scalar(_ACTOR_BY_ID, {"ap_id": ap_id})
         if known is not None and (known.local or (not refresh and not self._stale(known))):
             return known
         document = await self.fetch(ap_id)

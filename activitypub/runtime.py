@@ -47,6 +47,7 @@ class Federation:
         return self.resolver.normalize(document)
 
     async def aclose(self) -> None:
+        await self.received.drain()
         await self.client.aclose()
         if self.delivery_poster is not None:
             await self.delivery_poster.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.actors import as_strings
@@ -20,6 +20,11 @@ ACTIVITY_TYPES = {
     "Create", "Update", "Delete", "Follow", "Accept", "Reject", "Undo", "Like", "Dislike",
     "Announce", "Flag", "Block", "Lock", "Add", "Remove",
 }  # fmt: skip
+
+# Built once (building a statement costs more than running it): a post by its id, or a thread by its own.
+_POST_AND_THREAD = select(Post, Thread).join(Thread, Thread.id == Post.thread_id)
+_BY_POST_ID = _POST_AND_THREAD.where(Post.ap_id == bindparam("ap_id")).limit(1)
+_BY_THREAD_ID = _POST_AND_THREAD.where(Thread.ap_id == bindparam("ap_id"), Post.position == 1).limit(1)
 
 
 class HandlerRefused(Exception):
@@ -105,11 +110,16 @@ class Received:
         """A post by its id; a thread's id names its first post."""
         if ap_id is None:
             return None
-        # Two lookups, each on a unique index: an OR across the two tables made both databases scan every post.
-        joined = select(Post, Thread).join(Thread, Thread.id == Post.thread_id)
-        row = (await self.session.execute(joined.where(Post.ap_id == ap_id).limit(1))).first()
-        if row is None:
-            row = (await self.session.execute(joined.where(Thread.ap_id == ap_id, Post.position == 1).limit(1))).first()
+        # One lookup on a unique index (an OR across the two tables made both databases scan every post). A
+        # received thread's first post carries the thread's id; only our own threads' ids (`/t/N`) differ from
+        # their first post's (`/p/M`), so only ours are looked up among threads.
+        params = {"ap_id": ap_id}
+        if domain_of(ap_id) != self.federation.settings.host.lower():
+            row = (await self.session.execute(_BY_POST_ID, params)).first()
+        else:
+            row = (await self.session.execute(_BY_THREAD_ID, params)).first() or (
+                await self.session.execute(_BY_POST_ID, params)
+            ).first()
         return (row[0], row[1]) if row else None
 
     async def post_by_local_id(self, post_id: int) -> tuple[Post, Thread] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum import markup
@@ -134,6 +134,22 @@ async def reply(
     return post
 
 
+# Built once: the inbox worker appends thousands of received replies, and building these statements cost
+# more than running them. The bound names differ from the columns', which SQLAlchemy keeps for itself.
+_NEXT_POSITION = (
+    update(Thread)
+    .where(Thread.id == bindparam("the_thread"))
+    .values(post_count=Thread.post_count + 1, version=Thread.version + 1, last_activity_at=bindparam("now"))
+    .returning(Thread.post_count)
+)
+_LAST_POST = update(Thread).where(Thread.id == bindparam("the_thread")).values(last_post_id=bindparam("the_post"))
+_CATEGORY_COUNTS = (
+    update(Category)
+    .where(Category.id == bindparam("the_category"))
+    .values(post_count=Category.post_count + 1, last_activity_at=bindparam("now"))
+)
+
+
 async def append_post(
     session: AsyncSession,
     thread_id: int,
@@ -150,12 +166,7 @@ async def append_post(
     """A post at the end of a thread, local or received; the thread's and category's counters follow."""
     now = utcnow()
     # One statement takes the next position and bumps the thread: concurrent replies cannot collide.
-    position = await session.scalar(
-        update(Thread)
-        .where(Thread.id == thread_id)
-        .values(post_count=Thread.post_count + 1, version=Thread.version + 1, last_activity_at=now)
-        .returning(Thread.post_count)
-    )
+    position = await session.scalar(_NEXT_POSITION, {"the_thread": thread_id, "now": now})
     assert position is not None
     post = Post(
         thread_id=thread_id,
@@ -171,12 +182,8 @@ async def append_post(
     )
     session.add(post)
     await session.flush()
-    await session.execute(update(Thread).where(Thread.id == thread_id).values(last_post_id=post.id))
-    await session.execute(
-        update(Category)
-        .where(Category.id == category_id)
-        .values(post_count=Category.post_count + 1, last_activity_at=now)
-    )
+    await session.execute(_LAST_POST, {"the_thread": thread_id, "the_post": post.id})
+    await session.execute(_CATEGORY_COUNTS, {"the_category": category_id, "now": now})
     return post
 
 

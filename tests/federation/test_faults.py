@@ -483,7 +483,7 @@ async def _follow_accepted(sessions: async_sessionmaker[AsyncSession]) -> bool:
 
 
 async def _tried_once(sessions: async_sessionmaker[AsyncSession], domain: str, count: int) -> list[Delivery] | None:
-    """The `count` deliveries of the test's posts, once the first has been tried and all are back in the queue."""
+    """The `count` deliveries of the test's posts, once the first has been tried and all wait behind it."""
     async with sessions() as session:
         rows = list(
             await session.scalars(
@@ -494,7 +494,11 @@ async def _tried_once(sessions: async_sessionmaker[AsyncSession], domain: str, c
         )
     if len(rows) != count or any(row.state != DeliveryState.QUEUED or row.locked_until is not None for row in rows):
         return None
-    return rows if min(rows, key=lambda row: row.id).attempts >= 1 else None
+    first = min(rows, key=lambda row: row.id)
+    if first.attempts < 1:
+        return None
+    # A row committed after the first failed is lined up behind it when the worker next looks at the queue.
+    return rows if all(row.next_attempt_at >= first.next_attempt_at for row in rows) else None
 
 
 async def _all_delivered(sessions: async_sessionmaker[AsyncSession], domain: str) -> bool:

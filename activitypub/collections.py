@@ -36,6 +36,7 @@ from activitypub.objects import (
     post_document,
 )
 from activitypub.subjects import load_actor, load_post_subjects
+from forum.cache import FOLLOWS
 from forum.models import Actor, ActorKind, Category, Follow, FollowState, Member, Post, RoleGrant, Thread
 from forum.permissions import DUTIES
 from forum.web import base as _web_base  # noqa: F401  (registers the `{…:id}` path convertor used below)
@@ -106,7 +107,7 @@ async def followers(request: Request) -> Response:
         )
         return document
 
-    return await _of_actor(request, kind, "slug" if kind == ActorKind.GROUP else "name", answer)
+    return await _of_actor(request, kind, "slug" if kind == ActorKind.GROUP else "name", answer, _follows_tags)
 
 
 async def following(request: Request) -> Response:
@@ -115,7 +116,7 @@ async def following(request: Request) -> Response:
         total = await _count(session, select(func.count(Follow.id)), where)
         return {"@context": CONTEXT, "id": f"{actor.ap_id}/following", "type": "OrderedCollection", "totalItems": total}
 
-    return await _of_actor(request, ActorKind.PERSON, "name", answer)
+    return await _of_actor(request, ActorKind.PERSON, "name", answer, _follows_tags)
 
 
 async def featured(request: Request) -> Response:
@@ -202,8 +203,8 @@ async def _of_actor(
 ) -> Response:
     """A collection of a local actor (a public category's Group for groups), answered by `answer`.
 
-    With `tags`, the answer is kept in the page cache until one of them is marked stale (collections
-    whose changes publish no event, such as followers, are read every time).
+    With `tags`, the answer is kept in the page cache until one of them is marked stale; without, it is read
+    every time.
     """
     handle = request.path_params[param]
     media = activity_type(request, JSON_FIRST)
@@ -226,6 +227,11 @@ async def _of_actor(
     if tags is not None:
         return cache_document(request, media, document, tags(actor, category))
     return activity_response(document, media)
+
+
+def _follows_tags(actor: Actor, category: Category | None) -> list[str]:
+    # Any write to `follows` marks FOLLOWS stale (forum.cache): a count is read again after each follow.
+    return [FOLLOWS, *_category_tags(actor, category)]
 
 
 def _category_tags(actor: Actor, category: Category | None) -> list[str]:

@@ -1,7 +1,9 @@
 """Caches that stay right across processes: rendered pages for visitors, and looked-up sessions.
 
 A change publishes the keys it makes stale (`t:42`, `c:3`, `home`, `site`, `s:<session>`) as rows of
-`cache_invalidations`, in the same transaction as the change. The process that made the change
+`cache_invalidations`, in the same transaction as the change. Any write to `follows` marks `follows`
+stale by itself, whichever code made it (unit of work, bulk insert or delete): follows change in many
+places (members, the inbox, the concierge) and publish no common event. The process that made the change
 drops them right after its commit; every other process polls the rows of the last seconds and
 drops them within a poll interval.
 """
@@ -16,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from forum.models import CacheInvalidation
+from forum.models import CacheInvalidation, Follow
 from forum.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ PENDING_KEY = "cache_invalidations"
 # Rows are re-read for this long: transactions may commit out of id order.
 OVERLAP = timedelta(seconds=30)
 RETENTION = timedelta(minutes=10)
+# Stale whenever a row of `follows` is written: what counts followers (the collections peers read) uses it.
+FOLLOWS = "follows"
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,23 @@ class TaggedCache(Generic[V]):
                     del self._by_tag[tag]
 
 
-def mark_stale(session: AsyncSession, *keys: str) -> None:
+def mark_stale(session: AsyncSession | Session, *keys: str) -> None:
     """Record keys made stale by this transaction; `InvalidationBus.flush_pending` writes them."""
     session.info.setdefault(PENDING_KEY, set()).update(keys)
+
+
+@event.listens_for(Session, "before_flush")
+def _follows_flushed(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    if any(isinstance(row, Follow) for rows in (session.new, session.dirty, session.deleted) for row in rows):
+        mark_stale(session, FOLLOWS)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _follows_written(state: ORMExecuteState) -> None:
+    # Inserted or deleted in bulk. A follow's state changes through the unit of work (above); the one bulk
+    # UPDATE of `follows` moves a watcher's read position on every thread page they open, and counts nothing.
+    if (state.is_insert or state.is_delete) and any(mapper.class_ is Follow for mapper in state.all_mappers):
+        mark_stale(state.session, FOLLOWS)
 
 
 class InvalidationBus:

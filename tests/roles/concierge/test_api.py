@@ -132,6 +132,30 @@ async def test_reject_forgets_the_request_and_tells_the_follower(client: AsyncCl
     assert "No such follow request" in problem(again, 404)["detail"]
 
 
+async def test_the_followers_count_peers_read_follows_each_answer(client: AsyncClient, settings: Settings) -> None:
+    """The Group's followers collection is kept in the page cache, and read again after every follow answered."""
+    first = await _arrange(settings)
+    second = await follow_request(settings, "general", "sam")
+    token = await _token_for(settings, "concierge of general")
+
+    async def followers() -> int:
+        response = await client.get("/c/general/followers", headers={"Accept": "application/activity+json"})
+        assert response.status_code == 200, response.text
+        return int(response.json()["totalItems"])
+
+    assert [await followers(), await followers()] == [0, 0]
+    accepted = await client.post(f"/api/v1/follow-requests/{first}/accept", headers=auth(token))
+    assert accepted.status_code == 200, accepted.text
+    assert [await followers(), await followers()] == [1, 1]
+    rejected = await client.post(f"/api/v1/follow-requests/{second}/reject", headers=auth(token))
+    assert rejected.status_code == 204, rejected.text
+    assert await followers() == 1
+    third = await follow_request(settings, "general", "tom")
+    accepted = await client.post(f"/api/v1/follow-requests/{third}/accept", headers=auth(token))
+    assert accepted.status_code == 200, accepted.text
+    assert await followers() == 2
+
+
 @pytest.mark.parametrize("who", ["member", "gardener of general", "concierge of other"])
 async def test_others_are_refused(client: AsyncClient, settings: Settings, who: str) -> None:
     follow_id = await _arrange(settings)

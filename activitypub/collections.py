@@ -35,7 +35,7 @@ from activitypub.objects import (
     ordered_collection,
     post_document,
 )
-from activitypub.subjects import load_actor, load_post_subjects
+from activitypub.subjects import load_actor, load_post_subjects, with_mentions_of
 from forum.cache import FOLLOWS
 from forum.models import Actor, ActorKind, Category, Follow, FollowState, Member, Post, RoleGrant, Thread
 from forum.permissions import DUTIES
@@ -58,7 +58,7 @@ async def group_outbox(request: Request) -> Response:
         async def items(session: AsyncSession, offset: int, limit: int) -> list[Any]:
             newest = (Thread.created_at.desc(), Thread.id.desc())
             subjects = await load_post_subjects(session, *where, order_by=newest, limit=limit, offset=offset)
-            return [_announce(subject) for subject in subjects]
+            return [_announce(subject) for subject in await with_mentions_of(session, subjects)]
 
         total = await _count(session, select(func.count(Post.id)).join(Thread, Thread.id == Post.thread_id), where)
         document = await _paged(request, session, actor.outbox_url, total, items)
@@ -79,7 +79,7 @@ async def person_outbox(request: Request) -> Response:
 
         async def items(session: AsyncSession, offset: int, limit: int) -> list[Any]:
             subjects = await load_post_subjects(session, *where, order_by=Post.id.desc(), limit=limit, offset=offset)
-            return [_create(subject) for subject in subjects]
+            return [_create(subject) for subject in await with_mentions_of(session, subjects)]
 
         query = (
             select(func.count(Post.id))
@@ -127,6 +127,7 @@ async def featured(request: Request) -> Response:
         where = _live_first_posts(Thread.category_id == category.id, Thread.pinned.is_(True))
         latest = (Thread.last_activity_at.desc(), Thread.id.desc())
         subjects = await load_post_subjects(session, *where, order_by=latest, limit=100)
+        subjects = await with_mentions_of(session, subjects)
         items = [post_document(subject, with_context=False) for subject in subjects]
         return _embedded(f"{actor.ap_id}/featured", items)
 

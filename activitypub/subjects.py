@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, raiseload
@@ -35,24 +35,45 @@ async def load_post_subject(session: AsyncSession, post_id: int) -> PostSubject 
     return subjects[0] if subjects else None
 
 
-async def mentioned_actors(session: AsyncSession, source: str) -> list[Actor]:
-    """Remote actors the text mentions and the forum already knows (unknown ones are not fetched mid-write)."""
+def _remote_handles(source: str) -> list[tuple[str, str]]:
+    """The `name@host` mentions of a Markdown text, lower-cased, in order; rendered only if it has an `@`."""
     if "@" not in source:
         return []
-    handles = {(m.username.lower(), m.host.lower()) for m in markup.render(source).mentions if m.host}
-    found: list[Actor] = []
-    for name, host in sorted(handles):
-        actor = await session.scalar(
-            select(Actor).where(Actor.username_key == name, Actor.domain == host, Actor.local.is_(False))
-        )
-        if actor is not None:
-            found.append(actor)
-    return found
+    return sorted({(m.username.lower(), m.host.lower()) for m in markup.render(source).mentions if m.host})
+
+
+async def _known_remote(session: AsyncSession, handles: list[tuple[str, str]]) -> dict[tuple[str, str], Actor]:
+    if not handles:
+        return {}
+    actors = await session.scalars(
+        select(Actor).where(tuple_(Actor.username_key, Actor.domain).in_(handles), Actor.local.is_(False))
+    )
+    return {(actor.username_key, actor.domain.lower()): actor for actor in actors}
+
+
+async def mentioned_actors(session: AsyncSession, source: str) -> list[Actor]:
+    """Remote actors the text mentions and the forum already knows (unknown ones are not fetched mid-write)."""
+    handles = _remote_handles(source)
+    known = await _known_remote(session, handles)
+    return [known[handle] for handle in handles if handle in known]
 
 
 async def with_mentions(session: AsyncSession, subject: PostSubject) -> PostSubject:
     """The subject with the remote actors its text mentions: as `Mention` tags, and addressed."""
-    return mentioning(subject, await mentioned_actors(session, subject.post.source))
+    return (await with_mentions_of(session, [subject]))[0]
+
+
+async def with_mentions_of(session: AsyncSession, subjects: list[PostSubject]) -> list[PostSubject]:
+    """`with_mentions` for a page of our posts (a collection embeds them): one query for all their mentions.
+    Received posts are left as they are: their tags are their origin's to give."""
+    handles = [_remote_handles(subject.post.source) if subject.post.local else [] for subject in subjects]
+    known = await _known_remote(session, sorted({handle for found in handles for handle in found}))
+    if not known:
+        return subjects
+    return [
+        mentioning(subject, [known[handle] for handle in found if handle in known])
+        for subject, found in zip(subjects, handles, strict=True)
+    ]
 
 
 def mentioning(subject: PostSubject, mentioned: list[Actor]) -> PostSubject:

@@ -277,6 +277,19 @@ async def test_mentions_of_remote_actors_are_tags_of_the_served_documents(
         assert f"{REMOTE}/u/bob" in document["to"] + document.get("cc", [])
     assert "tag" not in json_of(await client.get(f"/p/{plain}", headers=PEER))
 
+    # The collections that embed the posts say the same: the Group's and Alice's outboxes, and featured.
+    async with database(settings) as session:
+        await session.execute(update(Thread).where(Thread.id == thread_id).values(pinned=True))
+    group_outbox = json_of(await client.get("/c/general/outbox?page=1", headers=PEER))
+    [embedded_page] = [item["object"]["object"] for item in group_outbox["orderedItems"]]
+    alice_outbox = json_of(await client.get("/u/alice/outbox?page=1", headers=PEER))
+    embedded = {item["object"]["id"]: item["object"] for item in alice_outbox["orderedItems"]}
+    [featured_page] = json_of(await client.get("/c/general/featured", headers=PEER))["orderedItems"]
+    for document in (embedded_page, embedded[note["id"]], featured_page):
+        assert document["tag"] == [bob]
+        assert f"{REMOTE}/u/bob" in document["to"] + document.get("cc", [])
+    assert "tag" not in embedded[f"{BASE_URL}/p/{plain}"]
+
 
 async def test_documents_follow_changes_made_through_the_forum(client: AsyncClient, settings: Settings) -> None:
     """Documents are kept rendered between fetches; a change made as members and admins make it shows at once."""

@@ -227,7 +227,7 @@ async def _of_actor(
         return not_found(request, "No such page.")
     if tags is not None:
         return cache_document(request, media, document, tags(actor, category))
-    return activity_response(document, media)
+    return activity_response(document, media, request=request)
 
 
 def _follows_tags(actor: Actor, category: Category | None) -> list[str]:

@@ -109,9 +109,20 @@ def activity_type(request: Request, offers: Sequence[str] = HTML_FIRST) -> str |
     return LD_JSON if chosen == LD_JSON else ACTIVITY_JSON
 
 
-def activity_response(document: dict[str, Any], media_type: str = ACTIVITY_JSON, status: int = 200) -> Response:
+def activity_response(
+    document: dict[str, Any], media_type: str = ACTIVITY_JSON, status: int = 200, *, request: Request | None = None
+) -> Response:
     body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type=media_type, headers={"Vary": "Accept"})
+    return Response(body, status_code=status, media_type=media_type, headers=_headers(request))
+
+
+def _headers(request: Request | None) -> dict[str, str]:
+    headers = {"Vary": "Accept"}
+    if request is not None and "authorized_fetch" in forum_context(request).extra:
+        # Under authorized fetch, what a signed request is answered is for that peer: a shared cache must not
+        # hand it to the next asker (a signature is not an `Authorization` header, which caches know to skip).
+        headers["Cache-Control"] = "private"
+    return headers
 
 
 def cached_document(request: Request, media_type: str) -> Response | None:
@@ -119,7 +130,7 @@ def cached_document(request: Request, media_type: str) -> Response | None:
     page = forum_context(request).pages.get(("ap", _address(request), media_type))
     if page is None:
         return None
-    headers = {"Vary": "Accept", "ETag": page.etag}
+    headers = {**_headers(request), "ETag": page.etag}
     if request.headers.get("if-none-match") == page.etag:
         return Response(status_code=304, headers=headers)
     return Response(page.body, media_type=page.media_type, headers=headers)
@@ -127,7 +138,7 @@ def cached_document(request: Request, media_type: str) -> Response | None:
 
 def cache_document(request: Request, media_type: str, document: dict[str, Any], tags: Iterable[str]) -> Response:
     """Answer `document` and keep it until one of `tags` is marked stale."""
-    response = activity_response(document, media_type)
+    response = activity_response(document, media_type, request=request)
     body = bytes(response.body)
     page = CachedPage(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', media_type)
     forum_context(request).pages.put(("ap", _address(request), media_type), page, tags)

@@ -118,7 +118,7 @@ async def activity(request: Request) -> Response:
         document = await session.scalar(select(OutgoingActivity.document).where(OutgoingActivity.ap_id == ap_id))
     if document is None:
         return not_found(request, "No such activity.")
-    return activity_response(document, media)
+    return activity_response(document, media, request=request)
 
 
 async def html(request: Request, endpoint: Endpoint) -> Response:
@@ -162,7 +162,7 @@ async def _actor(request: Request, kind: ActorKind, handle: str, page: Endpoint)
     if not signed:
         # Under authorized fetch an unsigned peer still gets the key: without it, it could verify
         # nothing this actor signs (the GoToSocial way; the key names its owner).
-        return activity_response(key_document(actor), media)
+        return activity_response(key_document(actor), media, request=request)
     # A local actor's row changes only with a change that marks `actor:ID` (and a category's `c:ID`) stale.
     tags = [f"actor:{actor.id}", *([f"c:{category.id}"] if category is not None else [])]
     return cache_document(request, media, actor_document(actor, category=category), tags)
@@ -171,7 +171,7 @@ async def _actor(request: Request, kind: ActorKind, handle: str, page: Endpoint)
 def _post_response(request: Request, subject: PostSubject, media: str) -> Response:
     document = post_document(subject)
     if document["type"] == "Tombstone":
-        return activity_response(document, media, 410)
+        return activity_response(document, media, 410, request=request)
     # Whatever changes a thread page (edits, deletions, moves, pins, locks) marks `t:ID` stale; a category
     # turned private marks `c:ID`.
     return cache_document(request, media, document, [f"t:{subject.thread.id}", f"c:{subject.thread.category_id}"])

@@ -102,6 +102,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if key in env:
             return env[key]
         value = file_values.get(key, file_values.get(name.lower()))
+        if isinstance(value, bool):  # `allow = true` in TOML
+            return "1" if value else "0"
         return default if value is None else str(value)
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +120,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         base_url=base_url,
         secret_key=get("SECRET_KEY", "") or _stored_secret(data_dir),
         trusted_proxies=_parse_networks(get("TRUSTED_PROXIES", "")),
-        federation_allow_private=get("FEDERATION_ALLOW_PRIVATE", "0") in ("1", "true", "yes"),
-        federation_authorized_fetch=get("FEDERATION_AUTHORIZED_FETCH", "0") in ("1", "true", "yes"),
+        federation_allow_private=_parse_flag("FORUM_FEDERATION_ALLOW_PRIVATE", get("FEDERATION_ALLOW_PRIVATE", "0")),
+        federation_authorized_fetch=_parse_flag(
+            "FORUM_FEDERATION_AUTHORIZED_FETCH", get("FEDERATION_AUTHORIZED_FETCH", "0")
+        ),
         max_body_bytes=_parse_int("FORUM_MAX_BODY_BYTES", get("MAX_BODY_BYTES", "1000000")),
         theme=get("THEME", "default"),
         page_cache_entries=_parse_int("FORUM_PAGE_CACHE_ENTRIES", get("PAGE_CACHE_ENTRIES", "2000")),
@@ -158,6 +162,16 @@ def _parse_networks(value: str) -> tuple[IPNetwork, ...]:
         except ValueError as error:
             raise ConfigError(f"FORUM_TRUSTED_PROXIES: {item!r} is not an address or network") from error
     return tuple(networks)
+
+
+def _parse_flag(name: str, value: str) -> bool:
+    # A misspelt switch must not quietly leave a security setting as it was.
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), not {value!r}")
 
 
 def _parse_int(name: str, value: str) -> int:

@@ -116,7 +116,9 @@ async def test_an_unsigned_fetch_of_a_document_is_refused_with_its_reason(
 @pytest.mark.parametrize("name", ACTORS)
 async def test_an_unsigned_fetch_of_an_actor_gets_its_key_and_nothing_else(lab: Lab, name: str) -> None:
     """What Mastodon does in secure mode: whoever verifies what the actor signs needs its key."""
-    key = (await lab.remote.get(lab.url(name), PEER)).json()
+    unsigned = await lab.remote.get(lab.url(name), PEER)
+    assert unsigned.headers["cache-control"] == "private"
+    key = unsigned.json()
     assert key["type"] == "Key" and key["owner"] == lab.url(name) and "publicKeyPem" in key
     assert not {"inbox", "outbox", "name", "summary", "preferredUsername"} & key.keys()
     actor = (await signed_get(lab, name)).json()
@@ -154,6 +156,11 @@ async def test_a_fetch_signed_by_a_remote_actor_is_served(lab: Lab, form: Signat
     assert group.json()["type"] == "Group" and group.json()["followers"] == lab.url("followers")
     page = await signed_get(lab, "page", form=form)
     assert page.status_code == 200 and page.json()["type"] == "Page"
+    # Answered for this peer: no shared cache may keep it for the next asker, nor the copy from the page cache.
+    again = await signed_get(lab, "page", form=form)
+    assert again.json() == page.json() and again.headers["etag"] == page.headers["etag"]
+    for response in (group, page, again):
+        assert response.headers["cache-control"] == "private"
 
 
 @pytest.mark.parametrize("form", ["cavage", "rfc9421"])

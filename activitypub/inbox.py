@@ -54,19 +54,20 @@ class Refused(Exception):
 
 async def receive(request: Request) -> Response:
     federation = federation_of(request)
-    body = await request.body()
-    try:
-        activity, signer = await _accept(request, federation, body)
-    except Refused as refusal:
-        log.info("inbox refused %s from %s: %s", request.url.path, request.client, refusal.reason)
-        return JSONResponse(
-            {"type": "about:blank", "title": "Refused", "status": refusal.status, "detail": refusal.reason},
-            status_code=refusal.status,
-            media_type="application/problem+json",
-            headers={"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else None,
-        )
-    await store(federation, activity, signer)
-    return Response(status_code=202)
+    with federation.pressure.answering_one():
+        body = await request.body()
+        try:
+            activity, signer = await _accept(request, federation, body)
+        except Refused as refusal:
+            log.info("inbox refused %s from %s: %s", request.url.path, request.client, refusal.reason)
+            return JSONResponse(
+                {"type": "about:blank", "title": "Refused", "status": refusal.status, "detail": refusal.reason},
+                status_code=refusal.status,
+                media_type="application/problem+json",
+                headers={"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else None,
+            )
+        await store(federation, activity, signer)
+        return Response(status_code=202)
 
 
 async def _accept(request: Request, federation: Federation, body: bytes) -> tuple[dict[str, Any], tuple[str, str]]:

@@ -10,6 +10,8 @@ request waits for at most the commit before its own and its own; nothing waits o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -65,3 +67,39 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], rows: list[dict[st
         # The same activity arriving through two inboxes at once (or already stored): one row.
         statement = dialect.insert(ReceivedActivity).on_conflict_do_nothing(index_elements=["ap_id"])
         await session.execute(statement, unique)
+
+
+class InboxPressure:
+    """How many inbox requests this process is answering now.
+
+    The inbox worker that runs inside `forum serve` shares the process (and its one core of Python) with the
+    inboxes: while peers are waiting for their `202`, it waits for a lull before each activity, up to a
+    bound, so a burst is stored first and applied after, and a steady stream cannot stop it altogether. A
+    `forum worker` process never waits: no inbox is answered there.
+    """
+
+    def __init__(self) -> None:
+        self._answering = 0
+        self._lull = asyncio.Event()
+        self._lull.set()
+
+    @property
+    def answering(self) -> int:
+        return self._answering
+
+    @contextlib.contextmanager
+    def answering_one(self) -> Iterator[None]:
+        self._answering += 1
+        self._lull.clear()
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if self._answering == 0:
+                self._lull.set()
+
+    async def lull(self, at_most: float) -> None:
+        """Returns once no inbox request is being answered, or after `at_most` seconds."""
+        if self._answering:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lull.wait(), at_most)

@@ -24,6 +24,9 @@ from forum.models.base import utcnow
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
+# While this process answers inbox requests, each activity waits at most this long for a lull: a burst is
+# stored before it is applied, and a stream that never stops still sees its activities applied.
+YIELD_AT_MOST = 0.1
 
 
 class InboxWorker:
@@ -46,6 +49,7 @@ class InboxWorker:
         remaining = list(ids)
         try:
             while remaining:
+                await self._federation.pressure.lull(YIELD_AT_MOST)
                 await self._process(remaining[0])
                 remaining.pop(0)
         except asyncio.CancelledError:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
-from activitypub.intake import ReceivedWriter
+from activitypub.intake import InboxPressure, ReceivedWriter
 from activitypub.outbox import Outbox
 from activitypub.protocol.client import GuardedClient
 from activitypub.protocol.jsonld import Normalizer
@@ -39,6 +39,8 @@ class Federation:
     delivery_poster: DeliveryPoster | None = None
     # Group commit of what the inboxes store (see activitypub.intake).
     received: ReceivedWriter = field(default_factory=ReceivedWriter)
+    # Inbox requests being answered now, which the in-process inbox worker lets go first.
+    pressure: InboxPressure = field(default_factory=InboxPressure)
     # Per-process notes of the inbox, so a steady stream from a peer costs no write: when each peer was
     # last seen (its instance row is then known fine).
     peers_seen: dict[tuple[str, str], float] = field(default_factory=dict)

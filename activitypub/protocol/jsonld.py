@@ -99,10 +99,11 @@ def parse_json(body: bytes | str, *, max_depth: int = 64) -> dict[str, Any]:
             raise DocumentError("the body is not UTF-8 text") from None
     else:
         text = body
-    if _text_depth(text) > max_depth:
+    # No deeper than it has brackets: most activities have fewer than the bound, and are not scanned.
+    if text.count("{") + text.count("[") > max_depth and _text_depth(text) > max_depth:
         raise DocumentError(f"the JSON nests deeper than {max_depth} levels")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as error:
         raise DocumentError(f"the body is not valid JSON ({error})") from None
     if not isinstance(value, dict):
@@ -549,6 +550,10 @@ def _text_depth(text: str) -> int:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every body (json.loads with a hook builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 class _BoundedCache(dict[str, Any]):

@@ -3,6 +3,10 @@
 Rows move queued -> processing -> done | refused | failed (retried with backoff). A row whose lease
 ran out (a worker killed mid-batch) is taken again; handlers are idempotent (ids are unique), so a
 second run of the same activity changes nothing.
+
+No transaction waits on a peer: an activity is applied with its fetches deferred
+(`activitypub.protocol.deferral`); each document it needs is fetched between two attempts, outside any
+transaction, and the activity applied again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.handlers import HandlerFailed, HandlerRefused, Received, dispatch
 from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
+from activitypub.protocol.deferral import DeferredAnswers, NeedsFetch, deferring
 from activitypub.runtime import Federation
 from forum.models import ReceivedActivity, ReceivedState
 from forum.models.base import utcnow
@@ -27,6 +32,8 @@ LEASE = timedelta(minutes=5)
 # While this process answers inbox requests, each activity waits at most this long for a lull: a burst is
 # stored before it is applied, and a stream that never stops still sees its activities applied.
 YIELD_AT_MOST = 0.1
+# Documents one activity may need fetched: its object, authors, and a reply's parents (8 levels) with theirs.
+MAX_FETCHES = 32
 
 
 class InboxWorker:
@@ -98,22 +105,18 @@ class InboxWorker:
             return ids
 
     async def _process(self, row_id: int) -> None:
-        federation = self._federation
         state, outcome = ReceivedState.DONE, "done"
+        answers = DeferredAnswers()
         try:
-            async with federation.sessions() as session:
-                async with session.begin():
-                    row = await session.get(ReceivedActivity, row_id)
-                    if row is None or row.state != ReceivedState.PROCESSING:
-                        return
-                    outcome = await dispatch(Received(session, federation, row.document)) or "done"
-                    await session.flush()
-                    # Settled in the transaction that applied it: one commit per activity, and a row is
-                    # never applied without being marked done.
-                    await self._settle(session, row_id, state, outcome)
-                    stale = await federation.invalidations.flush_pending(session)
-                federation.invalidations.drop(stale)
-                return
+            while True:
+                try:
+                    with deferring(answers):
+                        await self._apply(row_id)
+                    return
+                except NeedsFetch as need:  # rolled back: fetch it with no transaction open, and apply again
+                    if len(answers) >= MAX_FETCHES:
+                        raise HandlerRefused(f"the activity needs more than {MAX_FETCHES} documents fetched") from None
+                    await answers.make(need)
         except HandlerRefused as refusal:
             state, outcome = ReceivedState.REFUSED, refusal.reason
         except HandlerFailed as failure:
@@ -122,6 +125,21 @@ class InboxWorker:
             log.exception("processing received activity %s failed", row_id)
             state, outcome = ReceivedState.FAILED, f"internal error: {type(error).__name__}"
         await self._finish(row_id, state, outcome)
+
+    async def _apply(self, row_id: int) -> None:
+        federation = self._federation
+        async with federation.sessions() as session:
+            async with session.begin():
+                row = await session.get(ReceivedActivity, row_id)
+                if row is None or row.state != ReceivedState.PROCESSING:
+                    return
+                outcome = await dispatch(Received(session, federation, row.document)) or "done"
+                await session.flush()
+                # Settled in the transaction that applied it: one commit per activity, and a row is never
+                # applied without being marked done.
+                await self._settle(session, row_id, ReceivedState.DONE, outcome)
+                stale = await federation.invalidations.flush_pending(session)
+            federation.invalidations.drop(stale)
 
     async def _finish(self, row_id: int, state: ReceivedState, outcome: str) -> None:
         async with self._federation.sessions() as session, session.begin():

@@ -297,7 +297,7 @@ async def _served_by_origin(received: Received, inner: dict[str, Any]) -> dict[s
 async def _still_there(received: Received, object_id: str) -> bool:
     try:
         document = await received.federation.resolver.fetch(object_id)
-    except Exception:
+    except (ResolveError, FetchError, DocumentError):
         return False
     return document.get("type") != "Tombstone"
 

@@ -28,6 +28,7 @@ import httpcore
 import httpx
 
 from activitypub.protocol.addresses import AddressRefused, FetchError, GuardedBackend, Resolver, resolve_host
+from activitypub.protocol.deferral import deferred_answers
 
 __all__ = [
     "ACTIVITY_ACCEPT",
@@ -146,6 +147,12 @@ class GuardedClient:
         accept_types: Collection[str] | None = ACTIVITY_TYPES,
     ) -> FetchedDocument:
         """GET `url` and parse its answer, which must be a JSON object nested at most 64 levels deep."""
+        deferred = deferred_answers()
+        if deferred is not None:
+            types = tuple(sorted(accept_types)) if accept_types is not None else None
+            again = lambda: self.get_json(url, auth=auth, accept=accept, accept_types=accept_types)  # noqa: E731
+            answer: FetchedDocument = deferred.answer(("get_json", url, accept, types), again)
+            return answer
         async with self._bounded():
             return await self._get_json(url, auth, accept, accept_types)
 
@@ -157,6 +164,10 @@ class GuardedClient:
         `id` and was served from that origin: anyone can serve a document claiming someone else's id, only the
         id's origin may vouch for it (Mastodon's CVE-2024-23832).
         """
+        deferred = deferred_answers()
+        if deferred is not None:
+            answer: FetchedDocument = deferred.answer(("object", url), lambda: self.fetch_object(url, auth))
+            return answer
         async with self._bounded():
             first = await self._get_json(url, auth, ACTIVITY_ACCEPT, ACTIVITY_TYPES)
             claimed = _document_id(first)

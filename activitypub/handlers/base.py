@@ -86,6 +86,9 @@ class Received:
             raise HandlerFailed(f"could not fetch {ap_id}: {error}") from None
 
     async def fetch(self, url: str) -> dict[str, Any]:
+        if domain_of(url) == self.federation.settings.host.lower():
+            # Never fetched (our database has it), and no retry would change that: refused, not failed.
+            raise HandlerRefused(f"{url} is one of our own objects: its copy from elsewhere is not believed")
         try:
             return await self.federation.resolver.fetch(url)
         except (ResolveError, FetchError, DocumentError) as error:

@@ -38,7 +38,7 @@ from activitypub.protocol.jsonld import DocumentError
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation
 from forum.cache import mark_stale
-from forum.models import Post, Thread
+from forum.models import Follow, Post, Thread
 from forum.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -492,11 +492,39 @@ class _Walk:
                 update(Post), [{"id": row.id, "position": number} for number, row in enumerate(ordered, start=2)]
             )
             await session.execute(update(Thread).where(Thread.id == self.thread.id).values(last_post_id=ordered[-1].id))
+            moved = {row.position: number for number, row in enumerate(ordered, start=2)}
+            await _keep_what_watchers_read(session, self.thread.id, moved)
             mark_stale(session, f"t:{self.thread.id}", f"c:{self.thread.category_id}")
 
     @property
     def _host(self) -> str:
         return self.federation.settings.host.lower()
+
+
+async def _keep_what_watchers_read(session: AsyncSession, thread_id: int, moved: dict[int, int]) -> None:
+    """After a reordering (`moved`: old position to new), a watcher who had read up to position k has read the
+    posts that stood there; their mark moves to the last of those, so the older posts slotted in before it count
+    as read (history, not news) and nothing they had read counts as new again."""
+    watchers = (
+        await session.execute(
+            select(Follow.id, Follow.follower_id, Follow.last_read_position).where(
+                Follow.thread_id == thread_id, Follow.last_read_position > 1
+            )
+        )
+    ).all()
+    if not watchers:
+        return
+    furthest = [1] * (max(moved) + 1)  # furthest[k]: the last new position among the posts read up to k
+    for position in range(2, len(furthest)):
+        furthest[position] = max(furthest[position - 1], moved.get(position, 1))
+    changes = [
+        {"id": follow_id, "last_read_position": furthest[min(read, len(furthest) - 1)]}
+        for follow_id, _follower, read in watchers
+        if furthest[min(read, len(furthest) - 1)] != read
+    ]
+    if changes:
+        await session.execute(update(Follow), changes)
+        mark_stale(session, *(f"w:{follower}" for _id, follower, _read in watchers))
 
 
 @asynccontextmanager

@@ -27,7 +27,7 @@ from forum.app import build_context, federation_of
 from forum.config import Settings
 from forum.models import Actor, Delivery, Follow, FollowState, OutgoingActivity, Post, Thread
 from forum.web.context import ForumContext
-from tests.factories import make_category
+from tests.factories import make_category, make_member
 from tests.federation.context_peer import PUBLIC, NodeBBTopic, Peer, lemmy_thread
 from tests.federation.instances import Instance, eventually, running
 
@@ -294,6 +294,15 @@ async def test_a_reply_that_brought_its_thread_takes_its_place_after_the_backfil
             topic.posts[0]["id"],
             topic.posts[-1]["id"],
         ]
+        # Ana watches the thread and has read both posts; Ben has read only the opening post.
+        ana, ben = await make_member(settings, "ana"), await make_member(settings, "ben")
+        async with forum.write() as session:
+            session.add_all([
+                Follow(follower_id=ana.actor_id, thread_id=newest.thread_id, state=FollowState.ACCEPTED,
+                       last_read_position=2),
+                Follow(follower_id=ben.actor_id, thread_id=newest.thread_id, state=FollowState.ACCEPTED,
+                       last_read_position=1),
+            ])  # fmt: skip
         assert await Backfiller(federation_of(forum)).run_once() == 1
         posts = await _thread_posts(forum, newest.thread_id)
         assert [p[0] for p in posts] == [p["id"] for p in topic.posts]
@@ -303,6 +312,13 @@ async def test_a_reply_that_brought_its_thread_takes_its_place_after_the_backfil
             assert thread is not None and thread.post_count == 6 and thread.backfill_due_at is None
             last = await session.scalar(select(Post.ap_id).where(Post.id == thread.last_post_id))
             assert last == topic.posts[-1]["id"]
+            read = dict(
+                (await session.execute(select(Follow.follower_id, Follow.last_read_position)
+                                       .where(Follow.thread_id == thread.id))).all()
+            )  # fmt: skip
+        # The older posts slotted in before what Ana had read are history to her, not news: nothing is new.
+        # Ben had read only the opening post: the whole conversation is new to him.
+        assert read == {ana.actor_id: 6, ben.actor_id: 1}
         # Met again within hours: not due again.
         async with forum.write() as session:
             assert await request_backfill(session, newest.thread_id) is False

@@ -34,6 +34,7 @@ from activitypub.audiences import domain_of
 from activitypub.handlers.base import HandlerFailed, HandlerRefused, Received
 from activitypub.handlers.content import MAX_PARENT_DEPTH, POST_TYPES, store_post
 from activitypub.protocol.client import FetchError
+from activitypub.protocol.deferral import TooManyFetches, with_fetches_deferred
 from activitypub.protocol.jsonld import DocumentError
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation
@@ -441,16 +442,25 @@ class _Walk:
 
     async def _store(self, item: _Item) -> None:
         author = Received.single(item.document.get("attributedTo")) or ""
-        try:
+
+        async def stored() -> tuple[str, datetime | None]:
             async with _transaction(self.federation) as session:
                 received = Received(
                     session, self.federation, {"id": f"{item.id}#backfill", "type": "Create", "actor": author}
                 )
                 result = await store_post(received, item.document, backfilled=True)
-                created = await session.scalar(select(Post.created_at).where(Post.ap_id == item.id))
+                return result, await session.scalar(select(Post.created_at).where(Post.ap_id == item.id))
+
+        try:
+            # An unknown author is fetched between two attempts, with no transaction open (as the inbox does).
+            result, created = await with_fetches_deferred(stored, max_fetches=MAX_PARENT_DEPTH)
         except (HandlerRefused, HandlerFailed) as refusal:
             self.outcome.skipped += 1
             log.info("backfill of thread %s: %s refused: %s", self.thread.id, item.id, refusal.reason)
+            return
+        except TooManyFetches as refusal:
+            self.outcome.skipped += 1
+            log.info("backfill of thread %s: %s refused: %s", self.thread.id, item.id, refusal)
             return
         except IntegrityError:
             # Stored meanwhile by the inbox (the same reply, received as we read it).

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.handlers import HandlerFailed, HandlerRefused, Received, dispatch
 from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
-from activitypub.protocol.deferral import DeferredAnswers, NeedsFetch, deferring
+from activitypub.protocol.deferral import TooManyFetches, with_fetches_deferred
 from activitypub.runtime import Federation
 from forum.models import ReceivedActivity, ReceivedState
 from forum.models.base import utcnow
@@ -106,17 +106,11 @@ class InboxWorker:
 
     async def _process(self, row_id: int) -> None:
         state, outcome = ReceivedState.DONE, "done"
-        answers = DeferredAnswers()
         try:
-            while True:
-                try:
-                    with deferring(answers):
-                        await self._apply(row_id)
-                    return
-                except NeedsFetch as need:  # rolled back: fetch it with no transaction open, and apply again
-                    if len(answers) >= MAX_FETCHES:
-                        raise HandlerRefused(f"the activity needs more than {MAX_FETCHES} documents fetched") from None
-                    await answers.make(need)
+            await with_fetches_deferred(lambda: self._apply(row_id), max_fetches=MAX_FETCHES)
+            return
+        except TooManyFetches as refusal:
+            state, outcome = ReceivedState.REFUSED, str(refusal)
         except HandlerRefused as refusal:
             state, outcome = ReceivedState.REFUSED, refusal.reason
         except HandlerFailed as failure:

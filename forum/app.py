@@ -132,6 +132,21 @@ def build_context(settings: Settings, *, resolver: RemoteResolver | None = None)
     )
 
 
+async def _connections_returned(forum: ForumContext, at_most: float = 5.0) -> None:
+    """Wait (a little) for connections still in use to come back before the pool is disposed: disposing
+    closes only the idle ones, and one handed back afterwards is left to the garbage collector, which cannot
+    close an aiosqlite connection properly."""
+    pool = forum.engine.pool
+    checked_out = getattr(pool, "checkedout", None)
+    if checked_out is None:
+        return
+    deadline = asyncio.get_running_loop().time() + at_most
+    while checked_out() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    if checked_out():
+        log.warning("%d database connections still in use at shutdown", checked_out())
+
+
 def federation_of(forum: ForumContext) -> Federation:
     federation: Federation = forum.extra["federation"]
     return federation
@@ -159,6 +174,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await federation_of(forum).aclose()
+            await _connections_returned(forum)
             await forum.engine.dispose()
 
     routes: list[BaseRoute] = [

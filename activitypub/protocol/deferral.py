@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class NeedsFetch(Exception):
@@ -24,6 +26,10 @@ class NeedsFetch(Exception):
         super().__init__(f"a fetch is needed first: {key!r}")
         self.key = key
         self.fetch = fetch
+
+
+class TooManyFetches(Exception):
+    """What was being applied needed more documents than its bound."""
 
 
 class DeferredAnswers:
@@ -72,3 +78,17 @@ def deferring(answers: DeferredAnswers) -> Iterator[None]:
 def deferred_answers() -> DeferredAnswers | None:
     """The answers fetches must come from now, or None when they go out."""
     return _DEFERRING.get()
+
+
+async def with_fetches_deferred(apply: Callable[[], Awaitable[T]], *, max_fetches: int) -> T:
+    """`apply()` (which opens and commits its own transaction), run again after each fetch it asked for, each
+    made with no transaction open; `TooManyFetches` once it has asked for more than `max_fetches`."""
+    answers = DeferredAnswers()
+    while True:
+        try:
+            with deferring(answers):
+                return await apply()
+        except NeedsFetch as need:  # its transaction was rolled back on the way out
+            if len(answers) >= max_fetches:
+                raise TooManyFetches(f"more than {max_fetches} documents had to be fetched") from None
+            await answers.make(need)

@@ -68,7 +68,9 @@ class Instance:
 
 
 @asynccontextmanager
-async def running(host: str, database_url: str, data_dir: Path, **changes: Any) -> AsyncIterator[Instance]:
+async def running(
+    host: str, database_url: str, data_dir: Path, *, run_worker: bool = True, **changes: Any
+) -> AsyncIterator[Instance]:
     port = free_port(host)
     settings = Settings(
         data_dir=data_dir,
@@ -77,7 +79,7 @@ async def running(host: str, database_url: str, data_dir: Path, **changes: Any) 
         secret_key=f"federation-test-{host}",
         federation_allow_private=True,
     ).with_changes(**changes)
-    app = create_app(settings, run_worker=True)
+    app = create_app(settings, run_worker=run_worker)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     for _ in range(200):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from activitypub.protocol.addresses import FetchError
-from activitypub.protocol.deferral import DeferredAnswers, NeedsFetch, deferred_answers, deferring
+from activitypub.protocol.deferral import (
+    DeferredAnswers,
+    NeedsFetch,
+    TooManyFetches,
+    deferred_answers,
+    deferring,
+    with_fetches_deferred,
+)
 
 
 async def test_a_fetch_is_asked_for_then_made_outside_then_answered() -> None:
@@ -40,3 +47,27 @@ async def test_a_failed_fetch_fails_again_where_it_was_asked_for() -> None:
     for _ in range(2):
         with pytest.raises(FetchError, match="503"):
             answers.answer("gone", fetch)
+
+
+async def test_what_is_applied_runs_again_after_each_fetch_and_stops_at_its_bound() -> None:
+    runs: list[list[str]] = []
+
+    async def fetch_a() -> str:
+        return "a"
+
+    async def fetch_b() -> str:
+        return "b"
+
+    async def apply() -> str:
+        answers = deferred_answers()
+        assert answers is not None
+        seen: list[str] = []
+        runs.append(seen)
+        seen.append(answers.answer("a", fetch_a))
+        seen.append(answers.answer("b", fetch_b))
+        return "".join(seen)
+
+    assert await with_fetches_deferred(apply, max_fetches=2) == "ab"
+    assert runs == [[], ["a"], ["a", "b"]]
+    with pytest.raises(TooManyFetches, match="more than 1 documents"):
+        await with_fetches_deferred(apply, max_fetches=1)

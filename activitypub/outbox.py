@@ -10,7 +10,7 @@ is sent to that Group, which announces it to its own followers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,18 +54,31 @@ async def record_activity(
     session: AsyncSession, actor: Actor, document: Document, targets: Iterable[Target]
 ) -> OutgoingActivity:
     """Keep the activity (its id dereferences) and queue one delivery per distinct inbox."""
-    activity = OutgoingActivity(ap_id=document["id"], actor_id=actor.id, type=document["type"], document=document)
-    session.add(activity)
+    return (await record_activities(session, [(actor, document, targets)]))[0]
+
+
+async def record_activities(
+    session: AsyncSession, batch: Sequence[tuple[Actor, Document, Iterable[Target]]]
+) -> list[OutgoingActivity]:
+    """`record_activity` for many at once: one INSERT for the activities and one for their deliveries."""
+    if not batch:
+        return []
+    activities = [
+        OutgoingActivity(ap_id=document["id"], actor_id=actor.id, type=document["type"], document=document)
+        for actor, document, _ in batch
+    ]
+    session.add_all(activities)
     await session.flush()
     now = utcnow()
     rows = [
         {"activity_id": activity.id, "inbox_url": target.inbox, "domain": target.domain, "next_attempt_at": now}
+        for activity, (_, _, targets) in zip(activities, batch, strict=True)
         for target in targets_by_inbox(targets)
     ]
     if rows:
         await session.execute(insert(Delivery), rows)
         doorbell.mark(session)
-    return activity
+    return activities
 
 
 async def answer_follow(

@@ -4,6 +4,9 @@ Rows move queued -> processing -> done | refused | failed (retried with backoff)
 ran out (a worker killed mid-batch) is taken again; handlers are idempotent (ids are unique), so a
 second run of the same activity changes nothing.
 
+Plain replies are applied first, a batch at a time in one transaction (`activitypub.bulk_replies`); the
+rest of the batch, one activity per transaction, in order.
+
 No transaction waits on a peer: an activity is applied with its fetches deferred
 (`activitypub.protocol.deferral`); each document it needs is fetched between two attempts, outside any
 transaction, and the activity applied again.
@@ -16,9 +19,10 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activitypub.bulk_replies import plain_reply, store_plain_replies
 from activitypub.handlers import HandlerFailed, HandlerRefused, Received, dispatch
 from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
 from activitypub.protocol.deferral import TooManyFetches, with_fetches_deferred
@@ -34,6 +38,18 @@ LEASE = timedelta(minutes=5)
 YIELD_AT_MOST = 0.1
 # Documents one activity may need fetched: its object, authors, and a reply's parents (8 levels) with theirs.
 MAX_FETCHES = 32
+
+_SETTLE_DONE = (
+    update(ReceivedActivity)
+    .where(ReceivedActivity.id == bindparam("row_id"), ReceivedActivity.state == ReceivedState.PROCESSING)
+    .values(
+        state=ReceivedState.DONE,
+        attempts=ReceivedActivity.attempts + 1,
+        outcome=bindparam("the_outcome"),
+        locked_until=None,
+        processed_at=bindparam("now"),
+    )
+)
 
 
 class InboxWorker:
@@ -55,6 +71,10 @@ class InboxWorker:
         ids = await self._claim()
         remaining = list(ids)
         try:
+            if remaining:
+                await self._federation.pressure.lull(YIELD_AT_MOST)
+                settled = await self._apply_plain_replies(remaining)
+                remaining = [row_id for row_id in remaining if row_id not in settled]
             while remaining:
                 await self._federation.pressure.lull(YIELD_AT_MOST)
                 await self._process(remaining[0])
@@ -103,6 +123,39 @@ class InboxWorker:
                     .values(state=ReceivedState.PROCESSING, locked_until=now + LEASE)
                 )
             return ids
+
+    async def _apply_plain_replies(self, row_ids: list[int]) -> set[int]:
+        """The batch's plain replies, applied and settled in one transaction; the ids settled."""
+        federation = self._federation
+        host = federation.settings.host.lower()
+        try:
+            async with federation.sessions() as session, session.begin():
+                rows = await session.execute(
+                    select(ReceivedActivity.id, ReceivedActivity.document).where(
+                        ReceivedActivity.id.in_(row_ids), ReceivedActivity.state == ReceivedState.PROCESSING
+                    )
+                )
+                replies = [reply for row_id, document in rows if (reply := plain_reply(row_id, document, host))]
+                if not replies:
+                    return set()
+                outcomes = await store_plain_replies(session, federation, replies)
+                if not outcomes:
+                    return set()
+                await session.flush()
+                now = utcnow()
+                connection = await session.connection()
+                await connection.execute(
+                    _SETTLE_DONE,
+                    [{"row_id": row_id, "the_outcome": text, "now": now} for row_id, text in outcomes.items()],
+                )
+                stale = await federation.invalidations.flush_pending(session)
+        except Exception:
+            # A unique post beaten by another worker, a database hiccup, a bug: nothing of the batch was kept,
+            # and the per-activity path, which settles each row whatever happens, takes every row.
+            log.exception("applying %d received replies together failed; applying them one by one", len(row_ids))
+            return set()
+        federation.invalidations.drop(stale)
+        return set(outcomes)
 
     async def _process(self, row_id: int) -> None:
         state, outcome = ReceivedState.DONE, "done"

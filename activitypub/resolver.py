@@ -102,7 +102,7 @@ class ActivityPubResolver:
     async def actor(self, session: AsyncSession, ap_id: str, *, refresh: bool = False) -> Actor:
         """The stored actor for an id, fetched (or refreshed) when needed."""
         known = await session.scalar(_ACTOR_BY_ID, {"ap_id": ap_id})
-        if known is not None and (known.local or (not refresh and not self._stale(known))):
+        if known is not None and (known.local or (not refresh and not self.needs_refresh(known))):
             return known
         document = await self.fetch(ap_id)
         return await self.store_actor(session, document)
@@ -126,7 +126,8 @@ class ActivityPubResolver:
             raise ResolveError(f"the key {key_id} is not the key of {actor.ap_id}")
         return actor
 
-    def _stale(self, actor: Actor) -> bool:
+    def needs_refresh(self, actor: Actor) -> bool:
+        """A remote actor's record is old enough to be fetched again before it is used."""
         return actor.fetched_at is None or utcnow() - actor.fetched_at > REFRESH_AFTER
 
     async def store_actor(self, session: AsyncSession, document: dict[str, Any]) -> Actor:

@@ -76,10 +76,10 @@ async def store_post(received: Received, obj: dict[str, Any], depth: int = 0, *,
         ap_id=object_id,
         title=str(obj.get("name") or ""),
         html=str(obj.get("content") or ""),
-        source=_markdown_source(obj),
-        published=_time(obj.get("published")),
+        source=markdown_source(obj),
+        published=received_time(obj.get("published")),
         context_id=received.single(obj.get("context")),
-        remote_url=_url(obj),
+        remote_url=received_url(obj),
     )
     # Met here for the first time (sent, announced, a reply's parent or looked up): the conversation so far is
     # read from its `context` collection by the backfill job (activitypub.backfill), off this transaction.
@@ -114,10 +114,10 @@ async def _store_reply(
         author.id,
         ap_id=str(obj["id"]),
         html=str(obj.get("content") or ""),
-        source=_markdown_source(obj),
+        source=markdown_source(obj),
         in_reply_to=parent_post.id if parent_post.position > 1 else None,
-        published=_time(obj.get("published")),
-        remote_url=_url(obj),
+        published=received_time(obj.get("published")),
+        remote_url=received_url(obj),
     )
     if depth == 0 and not backfilled:
         await announce_if_ours(received, category)
@@ -167,9 +167,15 @@ async def announce_if_ours(received: Received, category: Category) -> None:
 async def _announce(received: Received, group: Actor, inner: dict[str, Any], targets: list[Target]) -> None:
     if not targets:
         return
-    announce = {
+    announce = group_announce(received.federation.settings.base_url, group, inner)
+    await record_activity(received.session, group, announce, targets)
+
+
+def group_announce(base_url: str, group: Actor, inner: dict[str, Any]) -> dict[str, Any]:
+    """Our Group's `Announce` of what it received (the inner activity, or a Page for Mastodon)."""
+    return {
         "@context": CONTEXT,
-        "id": new_activity_id(received.federation.settings.base_url),
+        "id": new_activity_id(base_url),
         "type": "Announce",
         "actor": group.ap_id,
         "to": [PUBLIC],
@@ -177,7 +183,6 @@ async def _announce(received: Received, group: Actor, inner: dict[str, Any], tar
         "audience": group.ap_id,
         "object": inner,
     }
-    await record_activity(received.session, group, announce, targets)
 
 
 async def on_update(received: Received) -> str:
@@ -201,7 +206,7 @@ async def on_update(received: Received) -> str:
         post,
         thread,
         html=str(obj.get("content") or ""),
-        source=_markdown_source(obj),
+        source=markdown_source(obj),
         title=str(obj["name"]) if obj.get("name") else None,
         editor_id=author.id,
     )
@@ -310,7 +315,8 @@ def _is_private(obj: dict[str, Any]) -> bool:
     return not any(a.endswith(("/followers", "/members")) for a in audience)
 
 
-def _markdown_source(obj: dict[str, Any]) -> str | None:
+def markdown_source(obj: dict[str, Any]) -> str | None:
+    """The Markdown a post was written in, when its server sent it (Lemmy, PieFed and Jardin do)."""
     source = obj.get("source")
     if isinstance(source, dict) and str(source.get("mediaType", "")).startswith("text/markdown"):
         content = source.get("content")
@@ -318,7 +324,8 @@ def _markdown_source(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _url(obj: dict[str, Any]) -> str | None:
+def received_url(obj: dict[str, Any]) -> str | None:
+    """Where a browser reads the post at its origin, when that differs from its id."""
     value = obj.get("url")
     for item in value if isinstance(value, list) else [value]:
         href = item.get("href") if isinstance(item, dict) else item
@@ -327,7 +334,8 @@ def _url(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _time(value: object) -> datetime | None:
+def received_time(value: object) -> datetime | None:
+    """A timestamp sent by a peer, or None when it is missing, malformed or has no time zone."""
     if not isinstance(value, str):
         return None
     try:

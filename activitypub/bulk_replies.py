@@ -14,7 +14,6 @@ explains. The checks made and the outcomes written are those of `handlers.conten
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession

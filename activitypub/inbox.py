@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,6 +42,8 @@ OWN_OBJECT_TYPES = {"Create", "Update"}
 
 PEER_NOTE_EVERY = 60.0
 MAX_NOTES = 10_000
+# Built once: each peer's first request of the minute reads it.
+_PEER_NOTE = select(Instance.signature_form, Instance.unreachable).where(Instance.domain == bindparam("domain"))
 
 
 class Refused(Exception):
@@ -134,11 +136,7 @@ async def _note_peer(federation: Federation, domain: str, form: str) -> None:
     if now - federation.peers_seen.get((domain, form), -PEER_NOTE_EVERY) < PEER_NOTE_EVERY:
         return
     async with federation.sessions() as session, session.begin():
-        known = (
-            await session.execute(
-                select(Instance.signature_form, Instance.unreachable).where(Instance.domain == domain)
-            )
-        ).first()
+        known = (await session.execute(_PEER_NOTE, {"domain": domain})).first()
         stale_form = form == "rfc9421" and (known is None or known[0] != "rfc9421")
         # SQLite takes its write lock only at the first write, so the usual case (nothing to change) takes none.
         if stale_form:

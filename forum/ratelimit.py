@@ -6,6 +6,7 @@ host usually holds a whole /64.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from forum.errors import RateLimited
 
 
+@functools.lru_cache(maxsize=4096)  # a busy peer's address is met on every one of its requests
 def address_key(address: str) -> str:
     """The unit a client address is counted in: the address for IPv4, its /64 for IPv6."""
     try:

@@ -250,7 +250,7 @@ class _Claim(NamedTuple):
 
     form: SignatureForm
     key_id: str
-    covered: list[str]
+    covered: tuple[str, ...]
     params: Mapping[str, BareItem]
     algorithm: _Algorithm | None
     signature: bytes
@@ -267,10 +267,15 @@ _REQUIRED: dict[tuple[SignatureForm, bool], list[tuple[str, ...]]] = {
 
 
 def _claim(fields: dict[str, str]) -> _Claim:
-    if "signature-input" in fields:
-        return _rfc9421_claim(fields)
-    if "signature" in fields:
-        return _cavage_claim(fields["signature"])
+    return _claim_of(fields.get("signature-input"), fields.get("signature"))
+
+
+@functools.lru_cache(maxsize=64)  # an inbox reads each request's claim twice: to find the key, then to verify
+def _claim_of(signature_input: str | None, signature: str | None) -> _Claim:
+    if signature_input is not None:
+        return _rfc9421_claim(signature_input, signature)
+    if signature is not None:
+        return _cavage_claim(signature)
     raise SignatureError("the request is not signed: it has no Signature header")
 
 
@@ -287,19 +292,19 @@ def _cavage_claim(value: str) -> _Claim:
     if algorithm not in ("rsa-sha256", "hs2019"):
         raise SignatureError(f"the signature algorithm {algorithm!r} is not supported (rsa-sha256 and hs2019 are)")
     # draft-cavage-12 makes `(created)` the default; older drafts said `date`. Neither is enough on its own.
-    covered = params.get("headers", "(created)").lower().split()
+    covered = tuple(params.get("headers", "(created)").lower().split())
     signature = _base64(params.get("signature", ""))
     return _Claim(
         "cavage", params["keyid"], covered, params, "rsa-v1_5-sha256" if algorithm != "hs2019" else None, signature
     )
 
 
-def _rfc9421_claim(fields: dict[str, str]) -> _Claim:
-    if "signature" not in fields:
+def _rfc9421_claim(signature_input: str, signature_field: str | None) -> _Claim:
+    if signature_field is None:
         raise SignatureError("the request has a Signature-Input header but no Signature header")
     try:
-        inputs = parse_dictionary(fields["signature-input"], "Signature-Input")
-        signatures = parse_dictionary(fields["signature"], "Signature")
+        inputs = parse_dictionary(signature_input, "Signature-Input")
+        signatures = parse_dictionary(signature_field, "Signature")
     except StructuredFieldError as error:
         raise SignatureError(str(error)) from None
     if not inputs:
@@ -323,7 +328,7 @@ def _rfc9421_claim(fields: dict[str, str]) -> _Claim:
         covered.append(name)
     if len(set(covered)) != len(covered):
         raise SignatureError("the signature covers a component twice")
-    return _Claim("rfc9421", key_id, covered, params, algorithm, signature)
+    return _Claim("rfc9421", key_id, tuple(covered), params, algorithm, signature)
 
 
 def _signed_at(claim: _Claim, covers: set[str], fields: dict[str, str]) -> float:

@@ -168,12 +168,14 @@ async def add_replies(session: AsyncSession, bus: EventBus, replies: list[Receiv
     by_thread: dict[int, list[ReceivedReply]] = defaultdict(list)
     for reply in replies:
         by_thread[reply.thread_id].append(reply)
+    # The texts are cleaned before the first write: on SQLite, the write lock is held from there to the commit.
+    texts = {reply.ap_id: received_text(reply.html, reply.source) for reply in replies}
     rows: list[dict[str, object]] = []
     for thread_id, answers in by_thread.items():
         end = await session.scalar(_RESERVE_POSITIONS, {"the_thread": thread_id, "count": len(answers), "now": now})
         assert end is not None
         for position, reply in enumerate(answers, start=end - len(answers) + 1):
-            html, text = received_text(reply.html, reply.source)
+            html, text = texts[reply.ap_id]
             rows.append(
                 {
                     "thread_id": thread_id,

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.actors import as_strings
-from activitypub.audiences import Target, domain_of, follower_targets
+from activitypub.audiences import Target, domain_of, follower_targets, targets_by_inbox, thread_follower_targets
 from activitypub.handlers.content import POST_TYPES, group_announce, markdown_source, received_time, received_url
 from activitypub.objects import Document
 from activitypub.outbox import record_activities
@@ -128,17 +128,22 @@ async def _announce_ours(
     session: AsyncSession, federation: Federation, taken: list[tuple[PlainReply, Thread, Category]]
 ) -> None:
     """FEP-1b12, as `handlers.content.announce_if_ours` does: each reply in one of our categories is announced
-    by its Group to the followers whose software reads Groups, the sender's own server excepted."""
-    followers: dict[int, list[Target]] = {}
+    by its Group to the followers whose software reads Groups and to the followers of the thread's context,
+    the sender's own server excepted. Each category's and thread's followers are read once per batch."""
+    by_group: dict[int, list[Target]] = {}
+    by_thread: dict[int, list[Target]] = {}
     batch: list[tuple[Actor, Document, list[Target]]] = []
-    for reply, _thread, category in taken:
+    for reply, thread, category in taken:
         if not category.local:
             continue
-        if category.actor_id not in followers:
+        if category.actor_id not in by_group:
             found = await follower_targets(session, category.actor_id)
-            followers[category.actor_id] = [t for t in found if t.understands_groups]
+            by_group[category.actor_id] = [t for t in found if t.understands_groups]
+        if thread.id not in by_thread:
+            by_thread[thread.id] = await thread_follower_targets(session, thread.id)
         sender = domain_of(next(iter(as_strings(reply.activity.get("actor"))), ""))
-        targets = [t for t in followers[category.actor_id] if t.domain != sender]
+        candidates = [*by_group[category.actor_id], *by_thread[thread.id]]
+        targets = targets_by_inbox(t for t in candidates if t.domain != sender)
         if not targets:
             continue
         group = await session.get(Actor, category.actor_id)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from activitypub.audiences import Target, domain_of, follower_targets
+from activitypub.audiences import Target, domain_of, follower_targets, targets_by_inbox, thread_follower_targets
 from activitypub.handlers.base import ACTIVITY_TYPES, HandlerFailed, HandlerRefused, Received
 from activitypub.objects import CONTEXT, PUBLIC
 from activitypub.outbox import new_activity_id, record_activity
@@ -120,7 +120,7 @@ async def _store_reply(
         remote_url=received_url(obj),
     )
     if depth == 0 and not backfilled:
-        await announce_if_ours(received, category)
+        await announce_if_ours(received, category, thread.id)
     return f"reply {post.id} in thread {thread.id}"
 
 
@@ -144,11 +144,13 @@ async def _addressed_category(received: Received, obj: dict[str, Any]) -> Catego
     )
 
 
-async def announce_if_ours(received: Received, category: Category) -> None:
+async def announce_if_ours(received: Received, category: Category, thread_id: int | None = None) -> None:
     """FEP-1b12: our Group passes what it received on to its followers (never back to the sender's host).
 
-    Followers whose software reads Groups get every activity announced. The others (Mastodon…) get only
-    new threads, as `Announce(Page)`, the one form they show; replies, edits and votes would be noise there.
+    Followers whose software reads Groups get every activity announced, and so do the followers of the
+    thread's context (`thread_id`: a post, its edit or its deletion): they asked for that thread's news,
+    whoever wrote it. The others (Mastodon…) get only new threads, as `Announce(Page)`, the one form they
+    show; replies, edits and votes would be noise there.
     """
     if not category.local or received.via_group is not None:
         return
@@ -157,6 +159,9 @@ async def announce_if_ours(received: Received, category: Category) -> None:
     sender = domain_of(received.actor_id)
     followers = [t for t in await follower_targets(received.session, group.id) if t.domain != sender]
     group_aware = [t for t in followers if t.understands_groups]
+    if thread_id is not None:
+        in_thread = await thread_follower_targets(received.session, thread_id)
+        group_aware = targets_by_inbox([*group_aware, *(t for t in in_thread if t.domain != sender)])
     inner = {key: value for key, value in received.activity.items() if key != "@context"}
     await _announce(received, group, inner, group_aware)
     obj = inner.get("object")
@@ -210,7 +215,7 @@ async def on_update(received: Received) -> str:
         title=str(obj["name"]) if obj.get("name") else None,
         editor_id=author.id,
     )
-    await announce_if_ours(received, await received.category_of(thread))
+    await announce_if_ours(received, await received.category_of(thread), thread.id)
     return f"post {post.id} edited"
 
 
@@ -231,7 +236,7 @@ async def on_delete(received: Received) -> str:
     assert author is not None and group is not None
     if author.ap_id == received.actor_id and not author.local:
         await received_content.delete(received.session, received.federation.bus, post, thread, removed=False)
-        await announce_if_ours(received, category)
+        await announce_if_ours(received, category, thread.id)
         return f"post {post.id} deleted"
     if (not group.local and received.actor_id == group.ap_id) or received.via_group is group:
         # The Group's own moderation, announced by it: its moderators are its business.

@@ -1,7 +1,8 @@
 """A burst of replies from elsewhere, applied together (`activitypub.bulk_replies`), ends as if each had been
 applied alone: every reply in its thread, in order, answering the post it answers, counted, announced by our
 Group to the servers that read Groups; and what the bulk path does not take (a reply to a reply of the same
-burst, a locked thread, a post already known) is applied, refused or recognized one by one."""
+burst, a locked thread, a post already known) is applied, refused or recognized one by one. Whoever follows
+the thread's context hears of every reply too, whichever path applied it."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ async def test_a_burst_of_replies_lands_as_if_applied_one_by_one(database_url: s
     async with (
         Remote("127.0.0.2") as elsewhere,
         Remote("127.0.0.3") as lemmy,
+        Remote("127.0.0.2") as nodebb,
         running("127.0.0.1", database_url, tmp_path / "jardin", run_worker=False) as jardin,
     ):
         worker = InboxWorker(federation_of(jardin.forum))
@@ -75,8 +77,16 @@ async def test_a_burst_of_replies_lands_as_if_applied_one_by_one(database_url: s
         follow = {"@context": AS_CONTEXT, "id": f"{reader.base_url}/follows/1", "type": "Follow",
                   "actor": reader.ap_id, "object": group}  # fmt: skip
         assert (await lemmy.deliver(reader, inbox, follow)).status_code == 202
+        # Someone on a NodeBB follows the thread's context alone.
+        watcher = nodebb.actor("watcher")
+        context_follow: dict[str, Any] = {
+            "@context": AS_CONTEXT, "id": f"{watcher.base_url}/follows/1", "type": "Follow",
+            "actor": watcher.ap_id, "object": f"{opened['ap_id']}/context", "to": [group],
+        }  # fmt: skip
+        assert (await nodebb.deliver(watcher, inbox, context_follow)).status_code == 202
         await worker.run_once()
-        assert (await _outcomes(jardin))[follow["id"]][0] == ReceivedState.DONE
+        followed = await _outcomes(jardin)
+        assert followed[follow["id"]][0] == followed[context_follow["id"]][0] == ReceivedState.DONE, followed
 
         ann, bob, cem = elsewhere.actor("ann"), elsewhere.actor("bob"), elsewhere.actor("cem")
         to_thread = _note(ann, opened["ap_id"], group, "Ann answers the thread")
@@ -141,9 +151,13 @@ async def test_a_burst_of_replies_lands_as_if_applied_one_by_one(database_url: s
         assert by_id[to_answer["id"]].in_reply_to_id == answered.json()["id"]
         assert by_id[to_ann["id"]].in_reply_to_id == by_id[to_thread["id"]].id
         assert all("<script" not in post.html and not post.local for post in posts[2:])
-        announced_posts = [cast(dict[str, Any], document["object"])["object"]["id"] for document, _ in announced]
-        assert sorted(announced_posts) == sorted([to_thread["id"], to_answer["id"], to_ann["id"], again["id"]])
-        assert {inbox_url for _, inbox_url in announced} == {f"{lemmy.base_url}/inbox"}  # its shared inbox
+        announced_to = {
+            (cast(dict[str, Any], document["object"])["object"]["id"], inbox) for document, inbox in announced
+        }
+        replies = [to_thread["id"], to_answer["id"], to_ann["id"], again["id"]]
+        # Each to the shared inboxes of the category's follower and of the context's, once.
+        assert len(announced) == len(announced_to) == 8
+        assert announced_to == {(reply, f"{remote.base_url}/inbox") for reply in replies for remote in (lemmy, nodebb)}
 
         page = await jardin.http.get(f"/t/{thread.id}")
         for text in ("Ann answers the thread", "Bob answers the first answer", "Cem answers Ann", "Ann again"):

@@ -13,7 +13,9 @@ from activitypub.actors import as_strings
 from activitypub.backfill import COLLECTION_TYPES, first_post_of, request_backfill
 from activitypub.handlers.base import HandlerFailed, HandlerRefused, Received
 from activitypub.handlers.content import store_post
+from activitypub.processing import MAX_FETCHES
 from activitypub.protocol.client import FetchError
+from activitypub.protocol.deferral import TooManyFetches, with_fetches_deferred
 from activitypub.protocol.jsonld import DocumentError
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation
@@ -44,23 +46,29 @@ class FederatedLookup:
                 # A thread named by its context collection (NodeBB's `/topic/ID`): its first post.
                 document = await first_post_of(federation, document) or document
             object_id = str(document.get("id"))
-            author = Received.single(document.get("attributedTo")) or ""
-            async with federation.sessions() as own:
-                async with own.begin():
-                    received = Received(own, federation, {"id": object_id, "type": "Create", "actor": author})
-                    await self._audience(received, document)
-                    await store_post(received, document)
-                    stored = await received.post_by_id(object_id)
-                    if stored is not None:
-                        await request_backfill(own, stored[1].id)
-                    await own.flush()
-                    stale = await federation.invalidations.flush_pending(own)
-                federation.invalidations.drop(stale)
-        except (ResolveError, FetchError, DocumentError, HandlerFailed, HandlerRefused) as error:
+            # As in the inbox worker: what storing it needs fetched (its author, the posts it answers) is fetched
+            # with no transaction open, and the storing done again; SQLite's write lock never waits on a peer.
+            await with_fetches_deferred(lambda: self._store(document, object_id), max_fetches=MAX_FETCHES)
+        except (ResolveError, FetchError, DocumentError, HandlerFailed, HandlerRefused, TooManyFetches) as error:
             log.info("could not resolve %s: %s", url, error)
             return None
         found = await Received(session, federation, {"id": url, "type": "Create"}).post_by_id(object_id)
         return found[0] if found else None
+
+    async def _store(self, document: dict[str, Any], object_id: str) -> None:
+        federation = self._federation
+        author = Received.single(document.get("attributedTo")) or ""
+        async with federation.sessions() as own:
+            async with own.begin():
+                received = Received(own, federation, {"id": object_id, "type": "Create", "actor": author})
+                await self._audience(received, document)
+                await store_post(received, document)
+                stored = await received.post_by_id(object_id)
+                if stored is not None:
+                    await request_backfill(own, stored[1].id)
+                await own.flush()
+                stale = await federation.invalidations.flush_pending(own)
+            federation.invalidations.drop(stale)
 
     async def _audience(self, received: Received, document: dict[str, Any]) -> None:
         """A Group named as the post's `audience` and new here becomes a remote category, as when its handle is

@@ -4,9 +4,11 @@ and members' posts failed with "database is locked" after five seconds)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 
@@ -83,6 +85,45 @@ async def test_members_keep_writing_while_the_worker_waits_on_a_peer(database_ur
         # Each document was fetched once, though the activity was applied again after each fetch.
         assert len(remote.requests_for(slow_path)) == 1
         assert len(remote.requests_for(second["id"].removeprefix(remote.base_url))) == 1
+
+
+async def test_members_keep_writing_while_a_lookup_waits_on_a_peer(database_url: str, tmp_path: Path) -> None:
+    """A member looking a remote post up stores it as the worker would: each document it needs (the posts it
+    answers, their authors) fetched with no transaction open, so the forum's writes go on meanwhile."""
+    async with Remote("127.0.0.2") as remote, running("127.0.0.1", database_url, tmp_path / "jardin") as jardin:
+        await jardin.category("general", "General")
+        alice, carol = await jardin.member("alice"), await jardin.member("carol")
+        opened = await jardin.api(alice, "POST", "/threads", {"category": "general", "title": "Ours", "body": "Go"})
+        assert opened.status_code == 201, opened.text
+        group = f"{jardin.settings.base_url}/c/general"
+        bob, old, new = remote.actor("bob"), remote.actor("old"), remote.actor("new")
+        first = _note(old, opened.json()["ap_id"], group)
+        second = _note(new, first["id"], group)
+        third = _note(bob, second["id"], group)
+        for note, how in ((first, {"hold": SLOW_ANSWER}), (second, {}), (third, {})):
+            remote.serve(note["id"].removeprefix(remote.base_url), note, **how)
+
+        lookup = asyncio.create_task(
+            jardin.http.get(
+                f"/api/v1/resolve?q={quote(third['id'], safe='')}",
+                headers={"Authorization": f"Bearer {carol}"},
+                timeout=SLOW_ANSWER + 30,
+            )
+        )
+        # The lookup has stored Bob and New (on SQLite, a write lock if it were still in a transaction) and
+        # now waits for Old's post.
+        slow_path = first["id"].removeprefix(remote.base_url)
+        await eventually(lambda: _asked(remote, slow_path), timeout=30)
+        meanwhile = await jardin.api(alice, "POST", "/threads", {"category": "general", "title": "Meanwhile",
+                                                                "body": "Still writing"})  # fmt: skip
+        assert meanwhile.status_code == 201, meanwhile.text
+        assert not lookup.done()
+
+        found = await lookup
+        assert found.status_code == 200, found.text
+        for note in (first, second, third):
+            assert await _stored(jardin, note["id"])
+        assert len(remote.requests_for(slow_path)) == 1
 
 
 async def _asked(remote: Remote, path: str) -> bool:

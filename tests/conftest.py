@@ -4,11 +4,13 @@ FORUM_TEST_DATABASE_URL is set), the real ASGI app, and an HTTP client that fill
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import re
 import secrets
 import shutil
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +31,35 @@ BASE_URL = "http://127.0.0.1:8000"
 PG_URL = os.environ.get("FORUM_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+_SYSTEM_GETADDRINFO = socket.getaddrinfo
+
+
+def _lab_getaddrinfo(host: str | bytes | None, *args: object, **kwargs: object) -> object:
+    """`socket.getaddrinfo` for tests: an address literal or `localhost` as the system reads it; any other
+    name unknown, as on a machine with no network. The suite sends nothing beyond 127.0.0.0/8, not even a DNS
+    query: tests that need a name resolved pass the guarded clients a resolver of their own."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name.lower() == "localhost" or _is_address(name):
+        return _SYSTEM_GETADDRINFO(host, *args, **kwargs)  # type: ignore[arg-type]
+    raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no names ({name!r})")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_name_resolution() -> Iterator[None]:
+    patch = pytest.MonkeyPatch()
+    patch.setattr(socket, "getaddrinfo", _lab_getaddrinfo)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

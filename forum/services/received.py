@@ -171,7 +171,9 @@ async def add_replies(session: AsyncSession, bus: EventBus, replies: list[Receiv
     # The texts are cleaned before the first write: on SQLite, the write lock is held from there to the commit.
     texts = {reply.ap_id: received_text(reply.html, reply.source) for reply in replies}
     rows: list[dict[str, object]] = []
-    for thread_id, answers in by_thread.items():
+    # Threads, then categories, each in id order: two workers on PostgreSQL lock rows in the same order (a
+    # member's reply locks its thread, then its category, too), so neither waits on the other in a cycle.
+    for thread_id, answers in sorted(by_thread.items()):
         end = await session.scalar(_RESERVE_POSITIONS, {"the_thread": thread_id, "count": len(answers), "now": now})
         assert end is not None
         for position, reply in enumerate(answers, start=end - len(answers) + 1):
@@ -201,7 +203,7 @@ async def add_replies(session: AsyncSession, bus: EventBus, replies: list[Receiv
         _LAST_POST,
         [
             {"the_thread": thread_id, "the_post": posts[answers[-1].ap_id].id}
-            for thread_id, answers in by_thread.items()
+            for thread_id, answers in sorted(by_thread.items())
         ],
     )
     per_category: dict[int, int] = defaultdict(int)
@@ -209,7 +211,7 @@ async def add_replies(session: AsyncSession, bus: EventBus, replies: list[Receiv
         per_category[reply.category_id] += 1
     await connection.execute(
         _CATEGORY_COUNTS,
-        [{"the_category": category, "count": count, "now": now} for category, count in per_category.items()],
+        [{"the_category": category, "count": count, "now": now} for category, count in sorted(per_category.items())],
     )
     stored = [posts[reply.ap_id] for reply in replies]
     for reply, post in zip(replies, stored, strict=True):

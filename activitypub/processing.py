@@ -131,8 +131,11 @@ class InboxWorker:
         try:
             async with federation.sessions() as session, session.begin():
                 rows = await session.execute(
+                    # Only a Create can be a plain reply: votes and the rest are not even read here.
                     select(ReceivedActivity.id, ReceivedActivity.document).where(
-                        ReceivedActivity.id.in_(row_ids), ReceivedActivity.state == ReceivedState.PROCESSING
+                        ReceivedActivity.id.in_(row_ids),
+                        ReceivedActivity.state == ReceivedState.PROCESSING,
+                        ReceivedActivity.type == "Create",
                     )
                 )
                 replies = [reply for row_id, document in rows if (reply := plain_reply(row_id, document, host))]

@@ -19,10 +19,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.actors import as_strings
-from activitypub.audiences import Target, domain_of, follower_targets, targets_by_inbox, thread_follower_targets
-from activitypub.handlers.content import POST_TYPES, group_announce, markdown_source, received_time, received_url
+from activitypub.audiences import domain_of
+from activitypub.handlers.base import posts_by_ids
+from activitypub.handlers.content import (
+    POST_TYPES,
+    announce_many_if_ours,
+    markdown_source,
+    received_time,
+    received_url,
+)
 from activitypub.objects import Document
-from activitypub.outbox import record_activities
 from activitypub.runtime import Federation
 from forum.models import Actor, Category, Post, Thread
 from forum.services.received import ReceivedReply, add_replies
@@ -69,7 +75,7 @@ async def store_plain_replies(
         actor.ap_id: actor
         for actor in await session.scalars(select(Actor).where(Actor.ap_id.in_({r.author_id for r in replies})))
     }
-    parents = await _posts_named(session, host, {r.parent_id for r in replies})
+    parents = await posts_by_ids(session, host, {r.parent_id for r in replies})
     category_ids = {thread.category_id for _post, thread in parents.values()}
     categories = {c.id: c for c in await session.scalars(select(Category).where(Category.id.in_(category_ids)))}
 
@@ -107,47 +113,9 @@ async def store_plain_replies(
     stored = await add_replies(session, federation.bus, new_rows)
     for (reply, thread, _category), post in zip(taken, stored, strict=True):
         outcomes[reply.row_id] = f"reply {post.id} in thread {thread.id}"
-    await _announce_ours(session, federation, taken)
+    await announce_many_if_ours(
+        session,
+        federation.settings.base_url,
+        [(reply.activity, category, thread.id) for reply, thread, category in taken],
+    )
     return outcomes
-
-
-async def _posts_named(session: AsyncSession, host: str, ap_ids: set[str]) -> dict[str, tuple[Post, Thread]]:
-    """Posts (with their thread) by id; a thread of ours is named by its own id (`/t/N`), as in `post_by_id`."""
-    joined = select(Post, Thread).join(Thread, Thread.id == Post.thread_id)
-    found = {
-        str(post.ap_id): (post, thread) for post, thread in await session.execute(joined.where(Post.ap_id.in_(ap_ids)))
-    }
-    ours = {ap_id for ap_id in ap_ids if domain_of(ap_id) == host}
-    if ours:
-        threads = joined.where(Thread.ap_id.in_(ours), Post.position == 1)
-        found |= {str(thread.ap_id): (post, thread) for post, thread in await session.execute(threads)}
-    return found
-
-
-async def _announce_ours(
-    session: AsyncSession, federation: Federation, taken: list[tuple[PlainReply, Thread, Category]]
-) -> None:
-    """FEP-1b12, as `handlers.content.announce_if_ours` does: each reply in one of our categories is announced
-    by its Group to the followers whose software reads Groups and to the followers of the thread's context,
-    the sender's own server excepted. Each category's and thread's followers are read once per batch."""
-    by_group: dict[int, list[Target]] = {}
-    by_thread: dict[int, list[Target]] = {}
-    batch: list[tuple[Actor, Document, list[Target]]] = []
-    for reply, thread, category in taken:
-        if not category.local:
-            continue
-        if category.actor_id not in by_group:
-            found = await follower_targets(session, category.actor_id)
-            by_group[category.actor_id] = [t for t in found if t.understands_groups]
-        if thread.id not in by_thread:
-            by_thread[thread.id] = await thread_follower_targets(session, thread.id)
-        sender = domain_of(next(iter(as_strings(reply.activity.get("actor"))), ""))
-        candidates = [*by_group[category.actor_id], *by_thread[thread.id]]
-        targets = targets_by_inbox(t for t in candidates if t.domain != sender)
-        if not targets:
-            continue
-        group = await session.get(Actor, category.actor_id)
-        assert group is not None
-        inner = {key: value for key, value in reply.activity.items() if key != "@context"}
-        batch.append((group, group_announce(federation.settings.base_url, group, inner), targets))
-    await record_activities(session, batch)

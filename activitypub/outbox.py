@@ -175,10 +175,12 @@ class Outbox:
         """A member's vote: `Like`/`Dislike` (a changed vote is simply the new one, as Lemmy sends it), or the
         `Undo` of the earlier one; to the post's author and its Group, which announces it (FEP-1b12)."""
         assert isinstance(event, VoteChanged)
-        voter = await session.get(Actor, event.voter_id)
+        voter = await session.get(Actor, event.voter_id)  # the inbox has it in the session already: no query
+        if voter is None or not voter.local:
+            return  # a remote actor's vote is announced by the inbox
         subject = await load_post_subject(session, event.post_id)
-        if voter is None or not voter.local or subject is None:
-            return  # a remote actor's vote is announced by the inbox; a private category's never federates
+        if subject is None:
+            return  # a private category's votes never federate
         voted: Document = {"type": "Like" if event.value > 0 else "Dislike", "object": post_id(subject)}
         if event.value == 0:
             if event.previous_activity_id is None:

@@ -4,8 +4,9 @@ Rows move queued -> processing -> done | refused | failed (retried with backoff)
 ran out (a worker killed mid-batch) is taken again; handlers are idempotent (ids are unique), so a
 second run of the same activity changes nothing.
 
-Plain replies are applied first, a batch at a time in one transaction (`activitypub.bulk_replies`); the
-rest of the batch, one activity per transaction, in order.
+Plain replies and first votes are applied in bulk, each run of them in one transaction
+(`activitypub.bulk_replies`, `activitypub.bulk_votes`); what they leave, and every other activity, one
+per transaction. Activities of other types keep their place: a run ends at each of them.
 
 No transaction waits on a peer: an activity is applied with its fetches deferred
 (`activitypub.protocol.deferral`); each document it needs is fetched between two attempts, outside any
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from datetime import timedelta
 
@@ -23,6 +25,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.bulk_replies import plain_reply, store_plain_replies
+from activitypub.bulk_votes import VOTE_TYPES, count_plain_votes, plain_vote
 from activitypub.handlers import HandlerFailed, HandlerRefused, Received, dispatch
 from activitypub.protocol.backoff import GIVE_UP_AFTER, next_delay
 from activitypub.protocol.deferral import TooManyFetches, with_fetches_deferred
@@ -38,6 +41,8 @@ LEASE = timedelta(minutes=5)
 YIELD_AT_MOST = 0.1
 # Documents one activity may need fetched: its object, authors, and a reply's parents (8 levels) with theirs.
 MAX_FETCHES = 32
+# What `_apply_in_bulk` may take: plain replies (a Create) and first votes.
+BULK_TYPES = ["Create", *VOTE_TYPES]
 
 _SETTLE_DONE = (
     update(ReceivedActivity)
@@ -68,24 +73,28 @@ class InboxWorker:
                 await asyncio.sleep(idle)
 
     async def run_once(self) -> int:
-        ids = await self._claim()
-        remaining = list(ids)
+        claimed = await self._claim()
+        remaining = [row_id for row_id, _type in claimed]
+        types = dict(claimed)
         try:
-            if remaining:
-                await self._federation.pressure.lull(YIELD_AT_MOST)
-                settled = await self._apply_plain_replies(remaining)
-                remaining = [row_id for row_id in remaining if row_id not in settled]
             while remaining:
                 await self._federation.pressure.lull(YIELD_AT_MOST)
-                await self._process(remaining[0])
-                remaining.pop(0)
+                # The longest run of rows that may go in bulk, up to the next one that may not: an activity of
+                # another type (a Follow, a Delete, an Undo) keeps its place between those before and after it.
+                run = list(itertools.takewhile(lambda row_id: types[row_id] in BULK_TYPES, remaining))
+                settled = await self._apply_in_bulk(run) if run else set()
+                for row_id in run or remaining[:1]:
+                    if row_id not in settled:
+                        await self._federation.pressure.lull(YIELD_AT_MOST)
+                        await self._process(row_id)
+                    remaining.remove(row_id)
         except asyncio.CancelledError:
             # Shutting down mid-batch: give back what this run took and did not settle, rather than leave it
             # leased (another process sharing the database would otherwise wait out the whole lease).
             with contextlib.suppress(Exception):
                 await self._release(remaining)
             raise
-        return len(ids)
+        return len(claimed)
 
     async def _release(self, row_ids: list[int]) -> None:
         if not row_ids:
@@ -97,11 +106,12 @@ class InboxWorker:
                 .values(state=ReceivedState.QUEUED, locked_until=None)
             )
 
-    async def _claim(self) -> list[int]:
+    async def _claim(self) -> list[tuple[int, str]]:
+        """Rows due, oldest first, leased to this run: their ids and types."""
         now = utcnow()
         async with self._federation.sessions() as session, session.begin():
             due = (
-                select(ReceivedActivity.id)
+                select(ReceivedActivity.id, ReceivedActivity.type)
                 .where(
                     or_(
                         and_(
@@ -115,33 +125,36 @@ class InboxWorker:
                 .limit(self._batch_size)
                 .with_for_update(skip_locked=True)
             )
-            ids = list(await session.scalars(due))
-            if ids:
+            claimed = [(row_id, kind) for row_id, kind in await session.execute(due)]
+            if claimed:
                 await session.execute(
                     update(ReceivedActivity)
-                    .where(ReceivedActivity.id.in_(ids))
+                    .where(ReceivedActivity.id.in_([row_id for row_id, _type in claimed]))
                     .values(state=ReceivedState.PROCESSING, locked_until=now + LEASE)
                 )
-            return ids
+            return claimed
 
-    async def _apply_plain_replies(self, row_ids: list[int]) -> set[int]:
-        """The batch's plain replies, applied and settled in one transaction; the ids settled."""
+    async def _apply_in_bulk(self, row_ids: list[int]) -> set[int]:
+        """The batch's plain replies, then its plain votes, applied and settled in one transaction; the ids
+        settled (the replies first: a vote on one of them finds it)."""
         federation = self._federation
         host = federation.settings.host.lower()
         try:
             async with federation.sessions() as session, session.begin():
                 rows = await session.execute(
-                    # Only a Create can be a plain reply: votes and the rest are not even read here.
+                    # Only these types can be applied in bulk: the others are not even read here.
                     select(ReceivedActivity.id, ReceivedActivity.document).where(
                         ReceivedActivity.id.in_(row_ids),
                         ReceivedActivity.state == ReceivedState.PROCESSING,
-                        ReceivedActivity.type == "Create",
+                        ReceivedActivity.type.in_(BULK_TYPES),
                     )
                 )
-                replies = [reply for row_id, document in rows if (reply := plain_reply(row_id, document, host))]
-                if not replies:
-                    return set()
-                outcomes = await store_plain_replies(session, federation, replies)
+                documents = list(rows)
+                replies = [reply for row_id, document in documents if (reply := plain_reply(row_id, document, host))]
+                votes = [vote for row_id, document in documents if (vote := plain_vote(row_id, document))]
+                outcomes = await store_plain_replies(session, federation, replies) if replies else {}
+                if votes:
+                    outcomes |= await count_plain_votes(session, federation, votes)
                 if not outcomes:
                     return set()
                 await session.flush()
@@ -155,7 +168,7 @@ class InboxWorker:
         except Exception:
             # A unique post beaten by another worker, a database hiccup, a bug: nothing of the batch was kept,
             # and the per-activity path, which settles each row whatever happens, takes every row.
-            log.exception("applying %d received replies together failed; applying them one by one", len(row_ids))
+            log.exception("applying %d received activities together failed; applying them one by one", len(row_ids))
             return set()
         federation.invalidations.drop(stale)
         return set(outcomes)

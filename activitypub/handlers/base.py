@@ -27,6 +27,18 @@ _BY_POST_ID = _POST_AND_THREAD.where(Post.ap_id == bindparam("ap_id")).limit(1)
 _BY_THREAD_ID = _POST_AND_THREAD.where(Thread.ap_id == bindparam("ap_id"), Post.position == 1).limit(1)
 
 
+async def posts_by_ids(session: AsyncSession, host: str, ap_ids: set[str]) -> dict[str, tuple[Post, Thread]]:
+    """`Received.post_by_id` for many ids at once (two queries at most): the posts found, with their thread."""
+    rows = await session.execute(_POST_AND_THREAD.where(Post.ap_id.in_(ap_ids)))
+    found = {str(post.ap_id): (post, thread) for post, thread in rows}
+    ours = {ap_id for ap_id in ap_ids if domain_of(ap_id) == host}
+    if ours:
+        # A thread of ours is named by its own id (`/t/N`), which its first post does not carry.
+        threads = _POST_AND_THREAD.where(Thread.ap_id.in_(ours), Post.position == 1)
+        found |= {str(thread.ap_id): (post, thread) for post, thread in await session.execute(threads)}
+    return found
+
+
 class HandlerRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

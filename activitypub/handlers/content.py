@@ -9,16 +9,17 @@ author's server did not sign is not believed as sent: its object is fetched from
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from activitypub.audiences import Target, domain_of, follower_targets, targets_by_inbox, thread_follower_targets
 from activitypub.handlers.base import ACTIVITY_TYPES, HandlerFailed, HandlerRefused, Received
 from activitypub.objects import CONTEXT, PUBLIC
-from activitypub.outbox import new_activity_id, record_activity
+from activitypub.outbox import new_activity_id, record_activities, record_activity
 from activitypub.protocol.client import FetchError
 from activitypub.protocol.jsonld import DocumentError
 from activitypub.resolver import ResolveError
@@ -167,6 +168,36 @@ async def announce_if_ours(received: Received, category: Category, thread_id: in
     obj = inner.get("object")
     if received.type == "Create" and isinstance(obj, dict) and not obj.get("inReplyTo"):
         await _announce(received, group, obj, [t for t in followers if not t.understands_groups])
+
+
+async def announce_many_if_ours(
+    session: AsyncSession, base_url: str, received: Sequence[tuple[dict[str, Any], Category, int | None]]
+) -> None:
+    """`announce_if_ours` for a batch of activities applied together (each sent to us directly, none a new
+    thread): the followers of each category and thread are read once, the announcements written at once."""
+    by_group: dict[int, list[Target]] = {}
+    by_thread: dict[int, list[Target]] = {}
+    batch: list[tuple[Actor, dict[str, Any], list[Target]]] = []
+    for activity, category, thread_id in received:
+        if not category.local:
+            continue
+        if category.actor_id not in by_group:
+            found = await follower_targets(session, category.actor_id)
+            by_group[category.actor_id] = [t for t in found if t.understands_groups]
+        candidates = list(by_group[category.actor_id])
+        if thread_id is not None:
+            if thread_id not in by_thread:
+                by_thread[thread_id] = await thread_follower_targets(session, thread_id)
+            candidates += by_thread[thread_id]
+        sender = domain_of(Received.single(activity.get("actor")) or "")
+        targets = targets_by_inbox(t for t in candidates if t.domain != sender)
+        if not targets:
+            continue
+        group = await session.get(Actor, category.actor_id)
+        assert group is not None
+        inner = {key: value for key, value in activity.items() if key != "@context"}
+        batch.append((group, group_announce(base_url, group, inner), targets))
+    await record_activities(session, batch)
 
 
 async def _announce(received: Received, group: Actor, inner: dict[str, Any], targets: list[Target]) -> None:

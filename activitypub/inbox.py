@@ -23,7 +23,8 @@ from starlette.routing import BaseRoute, Route
 from activitypub.actors import as_strings
 from activitypub.audiences import domain_of
 from activitypub.protocol.client import FetchError
-from activitypub.protocol.jsonld import DocumentError, ld_signature_creator, parse_json, verify_rsa_signature_2017
+from activitypub.protocol.jsonld import DocumentError, parse_json
+from activitypub.protocol.ld_signatures import ld_signature_creator, verify_rsa_signature_2017
 from activitypub.protocol.signatures import SignatureError, signature_key_id
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation, federation_of

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from activitypub.protocol.jsonld import DocumentError, Normalizer, ld_signature_creator, parse_json
+from activitypub.protocol.jsonld import DocumentError, Normalizer, parse_json
+from activitypub.protocol.ld_signatures import ld_signature_creator
 from activitypub.protocol.vocabulary import (
     ACTIVITY_TYPES,
     ACTOR_TYPES,

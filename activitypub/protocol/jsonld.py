@@ -1,5 +1,6 @@
 """JSON-LD at the edge: parse an incoming body safely, normalize an ActivityStreams document into the one
-internal shape the rest of Jardin reads, and verify Mastodon-style `RsaSignature2017` Linked Data signatures.
+internal shape the rest of Jardin reads. (Mastodon-style `RsaSignature2017` Linked Data signatures, which
+need the same offline contexts, are `ld_signatures`'.)
 
 The internal shape: keys are the compact terms of `vocabulary.TERMS` (plus `id`, `type`, `contentMap`,
 `nameMap`, `summaryMap`, `orderedItems`), nothing else; `@context` is gone; `to`, `cc`, `bto`, `bcc`,
@@ -23,8 +24,6 @@ A default `@language` of an inline context is ignored: languages are read from `
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -32,9 +31,6 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Literal, cast
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pyld import jsonld as pyld_jsonld
 from pyld.context_resolver import ContextResolver
 
@@ -51,7 +47,6 @@ from activitypub.protocol.contexts import (
 from activitypub.protocol.vocabulary import (
     ADDRESSING,
     AS_NAMESPACE,
-    IDENTITY_CONTEXT,
     LANGUAGE_MAPS,
     ORDERED_ITEMS,
     PUBLIC,
@@ -74,7 +69,6 @@ _BY_IRI: dict[str, Term] = {canonical_iri(term.iri): term for term in TERMS}
 _TYPE_NAMES: dict[str, str] = {canonical_iri(iri): name for name, iri in TYPE_IRIS.items()}
 _CONTENT_IRIS = {canonical_iri(_BY_IRI[AS_NAMESPACE + name].iri): name for name in LANGUAGE_MAPS}
 _ITEMS_IRI = AS_NAMESPACE + "items"
-_NOT_SIGNED = frozenset({"type", "id", "signatureValue"})  # left out of the signed options (Mastodon)
 
 
 class DocumentError(ValueError):
@@ -141,8 +135,8 @@ class Normalizer:
             for name, definition in self._base.terms.items()
             if definition.iri is not None and not definition.iri.startswith("@")
         }
-        self._resolver_cache = _BoundedCache(256)
-        self._contexts = _BoundedCache(256)  # active contexts the direct reading reached, by the way it came
+        self._resolver_cache = BoundedCache(256)
+        self._contexts = BoundedCache(256)  # active contexts the direct reading reached, by the way it came
 
     def normalize(self, document: Mapping[str, Any], *, use_jsonld: bool = False) -> Normalized:
         """`document` in the internal shape, or `DocumentError`. `use_jsonld=True` forces the pyld reading (to
@@ -181,7 +175,7 @@ class Normalizer:
         try:
             expanded = pyld_jsonld.expand(prepared, self._pyld_options())
         except Exception as error:  # untrusted input: any failure of pyld is a refusal, explained
-            raise DocumentError(_jsonld_reason(error)) from None
+            raise DocumentError(jsonld_reason(error)) from None
         if len(expanded) != 1 or not isinstance(expanded[0], dict):
             raise DocumentError(f"the document describes {len(expanded)} nodes instead of one")
         return _from_expanded(expanded[0])
@@ -192,88 +186,6 @@ class Normalizer:
             "base": None,
             "contextResolver": ContextResolver(self._resolver_cache, self.loader),
         }
-
-
-def ld_signature_creator(document: Mapping[str, Any]) -> str | None:
-    """The key id (`signature.creator`) of the document's `RsaSignature2017` signature, if it has one."""
-    signature = document.get("signature")
-    if isinstance(signature, dict) and signature.get("type") == "RsaSignature2017":
-        creator = signature.get("creator")
-        return creator if isinstance(creator, str) else None
-    return None
-
-
-def verify_rsa_signature_2017(
-    document: Mapping[str, Any], public_key_pem: str | bytes, *, loader: DocumentLoader | None = None
-) -> bool:
-    """Whether the document carries a valid `RsaSignature2017` made with the key, as Mastodon makes them
-    (`ActivityPub::LinkedDataSignature`): RSA-SHA256 over the hex SHA-256 of the URDNA2015 form of the
-    signature options (without `type`, `id`, `signatureValue`, in the identity/v1 context) followed by the hex
-    SHA-256 of the URDNA2015 form of the document without its signature. Contexts come from the bundled files
-    only; a document that cannot be canonicalized offline does not verify, nor does one that names blank nodes
-    (`_:…`): linked blank nodes make URDNA2015 take exponential time (a 7-node clique costs 5 seconds)."""
-    signature = document.get("signature")
-    if ld_signature_creator(document) is None or not isinstance(signature, dict) or _names_blank_nodes(document):
-        return False
-    value = signature.get("signatureValue")
-    if not isinstance(value, str):
-        return False
-    try:
-        key = serialization.load_pem_public_key(
-            public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
-        )
-        payload = ld_signature_payload(document, loader=loader)
-        raw = base64.b64decode(value)
-    except (ValueError, TypeError, DocumentError):
-        return False
-    if not isinstance(key, rsa.RSAPublicKey):
-        return False
-    try:
-        key.verify(raw, payload, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
-        return False
-    return True
-
-
-def ld_signature_payload(document: Mapping[str, Any], *, loader: DocumentLoader | None = None) -> bytes:
-    """The bytes an `RsaSignature2017` signs: hash(options) + hash(document without signature), hex digests."""
-    signature = document.get("signature")
-    signed = signature.items() if isinstance(signature, dict) else ()
-    signature_options = {k: v for k, v in signed if k not in _NOT_SIGNED} | {"@context": IDENTITY_CONTEXT}
-    unsigned = {k: v for k, v in document.items() if k != "signature"}
-    chosen = loader if loader is not None else OfflineLoader()
-    # A resolver of our own keeps pyld from consulting or filling its process-wide context cache.
-    pyld_options = {
-        "algorithm": "URDNA2015",
-        "format": "application/n-quads",
-        "documentLoader": chosen,
-        "base": None,
-        "contextResolver": ContextResolver(_BoundedCache(16), chosen),
-    }
-    hashes_hex = _urdna2015_sha256(signature_options, pyld_options) + _urdna2015_sha256(unsigned, pyld_options)
-    return hashes_hex.encode("ascii")
-
-
-def _urdna2015_sha256(value: Mapping[str, Any], options: dict[str, Any]) -> str:
-    try:
-        nquads = pyld_jsonld.normalize(dict(value), options)
-    except Exception as error:  # untrusted input: any failure of pyld means the signature cannot be checked
-        raise DocumentError(_jsonld_reason(error)) from None
-    return hashlib.sha256(nquads.encode("utf-8")).hexdigest()
-
-
-def _names_blank_nodes(document: Mapping[str, Any]) -> bool:
-    stack: list[Any] = [document]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if value.startswith("_:"):
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
 
 
 class _Reader:
@@ -533,7 +445,7 @@ def _without_default_language(value: Any) -> Any:
     return copied
 
 
-def _jsonld_reason(error: Exception) -> str:
+def jsonld_reason(error: Exception) -> str:
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, ContextNotBundled):
@@ -556,7 +468,7 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-class _BoundedCache(dict[str, Any]):
+class BoundedCache(dict[str, Any]):
     """The cache pyld's context resolver fills with processed contexts, kept per normalizer and bounded."""
 
     def __init__(self, size: int) -> None:

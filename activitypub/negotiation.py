@@ -138,18 +138,19 @@ def cached_document(request: Request, media_type: str) -> Response | None:
 
 def cache_document(request: Request, media_type: str, document: dict[str, Any], tags: Iterable[str]) -> Response:
     """Answer `document` and keep it until one of `tags` is marked stale."""
-    response = activity_response(document, media_type, request=request)
-    body = bytes(response.body)
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
     page = CachedPage(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', media_type)
     forum_context(request).pages.put(("ap", _address(request), media_type), page, tags)
-    response.headers["ETag"] = page.etag
-    return response
+    return Response(body, media_type=media_type, headers={**_headers(request), "ETag": page.etag})
 
 
 def _address(request: Request) -> str:
-    """A collection's pages differ by their query (`?page=2`); nothing else reads one."""
-    query = request.url.query
-    return f"{request.url.path}?{query}" if query else request.url.path
+    """A collection's pages differ by their query (`?page=2`); nothing else reads one. Read from the ASGI
+    scope: `request.url` builds and parses a whole URL, on every request the page cache answers."""
+    scope = request.scope
+    path: str = scope.get("root_path", "") + scope["path"]
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
 
 
 def not_found(request: Request, detail: str = "There is nothing at this address.") -> Response:

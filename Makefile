@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The suite runs on this many processes (pytest-xdist): one per core, at most four; `make test TEST_WORKERS=0`
+# runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: run test lint bench format clean
 
@@ -23,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/forum serve
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

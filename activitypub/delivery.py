@@ -14,7 +14,9 @@ retry time, and a row queued later is not sent while an older one for the same i
 A fan-out's cost is one RSA signature per shared inbox (the Host header is signed, so no two requests
 share one) and one HTTP exchange. The signatures are made on a thread pool (the cryptography package
 lets go of the GIL while it signs), so they run on another core while the event loop talks HTTP
-through `DeliveryPoster`. A new activity rings the worker (`wake`) instead of waiting for its next poll.
+through `DeliveryPoster`; a batch's first knocks are signed ahead, `SIGN_CHUNK` to a job, so the event
+loop hands work to the threads and takes it back once per chunk rather than once per request. A new
+activity rings the worker (`wake`) instead of waiting for its next poll.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ LEASE = timedelta(minutes=5)
 UNREACHABLE_AFTER = timedelta(days=2)
 PROBE_EVERY = timedelta(hours=6)
 RETRYABLE_4XX = {401, 403, 408, 425, 429}
+# Requests signed per job on the signer threads: enough that handing over costs little, few enough that the
+# first requests of a batch need not wait long for theirs.
+SIGN_CHUNK = 16
 
 
 @dataclass
@@ -68,6 +73,8 @@ class Outcome:
 
 # id, activity id, inbox, domain, attempts, created at
 _Row = tuple[int, int, str, str, int, datetime]
+# The headers of a signed request, or why it could not be signed.
+_Signed = dict[str, str] | FetchError
 
 
 @dataclass
@@ -76,6 +83,8 @@ class _Batch:
     bodies: dict[int, bytes] = field(default_factory=dict)
     keys: dict[int, SigningKey] = field(default_factory=dict)
     forms: dict[str, str | None] = field(default_factory=dict)
+    # Each row's first knock, being signed ahead on the signer threads: the job's future and the row's place in it.
+    first_knocks: dict[int, tuple[asyncio.Future[list[_Signed]], int]] = field(default_factory=dict)
 
 
 class DeliveryWorker:
@@ -127,6 +136,7 @@ class DeliveryWorker:
         by_inbox: defaultdict[str, list[_Row]] = defaultdict(list)
         for row in sorted(batch.rows):
             by_inbox[row[2]].append(row)
+        self._sign_ahead(batch, by_inbox)
         try:
             runs = await asyncio.gather(
                 *(self._send_in_order(batch, rows, slots[rows[0][3]]) for rows in by_inbox.values())
@@ -139,6 +149,26 @@ class DeliveryWorker:
                 await self._release([row[0] for row in batch.rows])
             raise
         return len(batch.rows)
+
+    def _sign_ahead(self, batch: _Batch, by_inbox: dict[str, list[_Row]]) -> None:
+        """Start signing every row's first knock, in the order the rows will go out: each inbox's first row,
+        then each inbox's second, and so on."""
+        loop = asyncio.get_running_loop()
+        depth = max((len(rows) for rows in by_inbox.values()), default=0)
+        order = [rows[n] for n in range(depth) for rows in by_inbox.values() if n < len(rows)]
+        ready = [row for row in order if row[1] in batch.bodies and row[1] in batch.keys]
+        for start in range(0, len(ready), SIGN_CHUNK):
+            chunk = ready[start : start + SIGN_CHUNK]
+            requests = [
+                (row[2], batch.bodies[row[1]], batch.keys[row[1]], self._first_form(batch, row[3])) for row in chunk
+            ]
+            job = loop.run_in_executor(self._signers, _sign_all, requests)
+            for place, row in enumerate(chunk):
+                batch.first_knocks[row[0]] = (job, place)
+
+    @staticmethod
+    def _first_form(batch: _Batch, domain: str) -> SignatureForm:
+        return "rfc9421" if batch.forms.get(domain) == "rfc9421" else "cavage"
 
     async def _release(self, delivery_ids: list[int]) -> None:
         async with self._sessions() as session, session.begin():
@@ -258,23 +288,38 @@ class DeliveryWorker:
         body, key = batch.bodies.get(activity_id), batch.keys.get(activity_id)
         if body is None or key is None:
             return Outcome(delivery_id, domain, None, "the activity or its actor's key is gone")
-        known = batch.forms.get(domain)
-        first: SignatureForm = "rfc9421" if known == "rfc9421" else "cavage"
+        first = self._first_form(batch, domain)
         async with self._concurrency, slot:
-            outcome = await self._post(delivery_id, domain, inbox, body, key, first)
+            signed = batch.first_knocks.get(delivery_id)
+            outcome = await self._post(delivery_id, domain, inbox, body, key, first, signed)
             if first == "rfc9421" and outcome.status in (400, 401, 403):
                 # Double-knocking: a peer that refuses one form is asked again in the other, and remembered.
-                outcome = await self._post(delivery_id, domain, inbox, body, key, "cavage")
+                outcome = await self._post(delivery_id, domain, inbox, body, key, "cavage", None)
             elif first == "cavage":
                 outcome.form = None  # nothing learnt: draft-cavage is what everyone is sent first
         return outcome
 
     async def _post(
-        self, delivery_id: int, domain: str, inbox: str, body: bytes, key: SigningKey, form: SignatureForm
+        self,
+        delivery_id: int,
+        domain: str,
+        inbox: str,
+        body: bytes,
+        key: SigningKey,
+        form: SignatureForm,
+        signed: tuple[asyncio.Future[list[_Signed]], int] | None,
     ) -> Outcome:
-        loop = asyncio.get_running_loop()
+        """One knock; `signed` is its headers' signing job when they were signed ahead."""
         try:
-            headers = await loop.run_in_executor(self._signers, _signed_headers, inbox, body, key, form)
+            if signed is None:
+                loop = asyncio.get_running_loop()
+                headers = await loop.run_in_executor(self._signers, _signed_headers, inbox, body, key, form)
+            else:
+                job, place = signed
+                made = (await job)[place]
+                if isinstance(made, FetchError):
+                    raise made
+                headers = made
             result = await self._poster.post(inbox, body, headers)
         except FetchError as failure:
             return Outcome(delivery_id, domain, failure.status, failure.reason[:500])
@@ -414,3 +459,14 @@ def _signed_headers(inbox: str, body: bytes, key: SigningKey, form: SignatureFor
         return sign_request("POST", inbox, {}, body, key, form=form)
     except (ValueError, httpx.InvalidURL) as exc:  # an inbox URL we cannot even parse
         raise FetchError(f"cannot sign for {inbox!r}: {exc}") from None
+
+
+def _sign_all(requests: list[tuple[str, bytes, SigningKey, SignatureForm]]) -> list[_Signed]:
+    """`_signed_headers` for each request, on a signer thread; a request that cannot be signed gets its reason."""
+    signed: list[_Signed] = []
+    for inbox, body, key, form in requests:
+        try:
+            signed.append(_signed_headers(inbox, body, key, form))
+        except FetchError as refusal:
+            signed.append(refusal)
+    return signed

@@ -133,9 +133,17 @@ def sign_request(
     """The headers that sign this request: Host, Date, Digest or Content-Digest (with a body), Signature, and
     Signature-Input for RFC 9421. A Host already in `headers` is signed as it is; otherwise the URL's (its port
     only when not the scheme's default, as httpx sends it). Methods other than GET and HEAD always carry a digest."""
+    scheme, netloc, target = _url_parts(url)
+    host = next((value for name, value in headers.items() if name.lower() == "host"), netloc)
+    return _sign(method.upper(), scheme, host, target, body, key, form, now)
+
+
+@functools.lru_cache(maxsize=8192)
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """(scheme, host and port as httpx writes the Host header, request target) of `url`; cached, as deliveries sign
+    for the same inboxes again and again. httpx.InvalidURL for a URL it cannot read."""
     parsed = httpx.URL(url)
-    host = next((value for name, value in headers.items() if name.lower() == "host"), parsed.netloc.decode("ascii"))
-    return _sign(method.upper(), parsed.scheme, host, parsed.raw_path.decode("ascii"), body, key, form, now)
+    return parsed.scheme, parsed.netloc.decode("ascii"), parsed.raw_path.decode("ascii")
 
 
 class HttpSignatureAuth(httpx.Auth):

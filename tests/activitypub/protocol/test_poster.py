@@ -180,3 +180,101 @@ async def test_unknown_name_is_a_fetch_error() -> None:
     guarded = DeliveryPoster(allow_private=False, user_agent="t", resolver=Resolver({}))
     with pytest.raises(FetchError, match=r"nowhere\.example"):
         await guarded.post("https://nowhere.example/inbox", b"{}", {})
+
+
+async def test_header_with_a_line_break_refused_before_connecting(
+    poster: DeliveryPoster, peer: Peer, attempts: list[tuple[str, int]]
+) -> None:
+    for headers in (
+        {"Signature": 'keyId="k"\r\nX-Injected: yes'},
+        {"Bad Name": "x"},
+        {"Date": "Mon\x00"},
+        {"Date": "lundi é"},
+    ):
+        with pytest.raises(FetchError, match="not a valid HTTP field"):
+            await poster.post(f"{peer.origin}/inbox", b"{}", headers)
+    assert attempts == []
+    assert peer.headers == []
+
+
+class RawPeer:
+    """A peer that answers each request with the bytes it was given, then closes or keeps the connection."""
+
+    def __init__(self, answer: bytes, close: bool) -> None:
+        self.answer = answer
+        self.close = close
+        self.requests: list[bytes] = []
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+                             .partition(b":")[2])  # fmt: skip
+                self.requests.append(head + await reader.readexactly(length))
+                writer.write(self.answer)
+                await writer.drain()
+                if self.close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def _raw_peer(answer: bytes, *, close: bool) -> tuple[RawPeer, asyncio.Server]:
+    raw = RawPeer(answer, close)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    raw.port = server.sockets[0].getsockname()[1]
+    return raw, server
+
+
+@pytest.mark.parametrize(
+    ("answer", "close", "status", "excerpt", "connections"),
+    [
+        # No length: the answer ends with its connection, which is not kept.
+        (b"HTTP/1.1 202 Accepted\r\n\r\nqueued", True, 202, "queued", 2),
+        # An interim 100 Continue, then the answer.
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", False, 201, "ok", 2),
+        # HTTP/1.0 without keep-alive: closed after it.
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 0\r\n\r\n", True, 202, "", 2),
+        # Chunked, kept alive: one connection for both requests.
+        (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False, 202, "ok", 1),
+    ],
+)
+async def test_answers_read_whatever_their_framing(
+    poster: DeliveryPoster,
+    attempts: list[tuple[str, int]],
+    answer: bytes,
+    close: bool,
+    status: int,
+    excerpt: str,
+    connections: int,
+) -> None:
+    raw, server = await _raw_peer(answer, close=close)
+    async with server:
+        for _ in range(2):
+            result = await poster.post(f"http://127.0.0.1:{raw.port}/inbox", b'{"a":1}', {"Date": "today"})
+            assert (result.status, result.body_excerpt) == (status, excerpt)
+    assert len(attempts) == connections
+    assert raw.requests[0].startswith(b"POST /inbox HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nDate: today\r\n" in raw.requests[0]
+    assert raw.requests[0].endswith(b'\r\n\r\n{"a":1}')
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nshort", b"HTTP/1.1 2"],
+)
+async def test_broken_answers_are_fetch_errors(poster: DeliveryPoster, answer: bytes) -> None:
+    raw, server = await _raw_peer(answer, close=True)
+    async with server:
+        with pytest.raises(FetchError):
+            await poster.post(f"http://127.0.0.1:{raw.port}/inbox", b"{}", {})
+
+
+async def test_endless_head_refused(poster: DeliveryPoster) -> None:
+    raw, server = await _raw_peer(b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * 100_000 + b"\r\n\r\n", close=True)
+    async with server:
+        with pytest.raises(FetchError, match="head is longer"):
+            await poster.post(f"http://127.0.0.1:{raw.port}/inbox", b"{}", {})

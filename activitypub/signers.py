@@ -166,7 +166,7 @@ def _check(request: Request, body: bytes, signer: Signer) -> Signer:
     try:
         verify_request(
             request.method, request_target(request), request.headers, body, signer.public_key_pem,
-            scheme=request.url.scheme,
+            scheme=request.scope.get("scheme", "http"),  # not `request.url`: building it costs a tenth of a request
         )  # fmt: skip
     except SignatureError as error:
         raise SignatureRefused(error.reason) from None

@@ -408,11 +408,18 @@ class DeliveryWorker:
         domains = ok_domains | failing_domains
         if not domains:
             return
-        known = {
-            instance.domain: instance
-            for instance in await session.scalars(select(Instance).where(Instance.domain.in_(domains)))
-        }
-        healthy = [domain for domain in ok_domains if domain in known]
+        # Entities (costly to load by the thousand) only for the instances that change beyond the bulk update.
+        stored = set(await session.scalars(select(Instance.domain).where(Instance.domain.in_(domains))))
+        noted = (failing_domains | {domain for domain in ok_domains if domain in forms}) & stored
+        known = (
+            {
+                instance.domain: instance
+                for instance in await session.scalars(select(Instance).where(Instance.domain.in_(noted)))
+            }
+            if noted
+            else {}
+        )
+        healthy = [domain for domain in ok_domains if domain in stored]
         if healthy:
             # One statement for every instance that answered (a fan-out reaches thousands), not one each.
             await session.execute(
@@ -422,6 +429,8 @@ class DeliveryWorker:
                 execution_options={"synchronize_session": False},
             )
         for domain in domains:
+            if domain in stored and domain not in noted:
+                continue  # answered, and the bulk update said all there is to say
             instance = known.get(domain)
             if instance is None:
                 instance = Instance(domain=domain, failures=0, unreachable=False, understands_groups=False)

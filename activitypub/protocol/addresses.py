@@ -13,6 +13,7 @@ was refused by policy before any connection was made.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -90,13 +91,20 @@ def check_address(ip: str, *, allow_private: bool) -> None:
     Only global unicast addresses pass. With `allow_private` (tests and local labs) loopback, private and every
     other unicast address pass too; unspecified and multicast addresses never do.
     """
+    refusal = _verdict(ip, allow_private)
+    if refusal is not None:
+        raise AddressRefused(refusal)
+
+
+@functools.lru_cache(maxsize=8192)
+def _verdict(ip: str, allow_private: bool) -> str | None:
+    """Why `ip` is refused, or None; kept per address, as a fan-out connects to the same ones again and again."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
-        raise AddressRefused(f"{ip!r} is not an IP address") from None
+        return f"{ip!r} is not an IP address"
     label = _refusal(address, allow_private=allow_private)
-    if label is not None:
-        raise AddressRefused(f"refused address {ip} ({label})")
+    return None if label is None else f"refused address {ip} ({label})"
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
@@ -166,6 +174,7 @@ class GuardedBackend(httpcore.AnyIOBackend):
         raise AddressRefused("unix sockets are not allowed")
 
 
+@functools.lru_cache(maxsize=8192)
 def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -32,8 +32,9 @@ from activitypub.objects import PostSubject, post_document
 from activitypub.subjects import (
     get_instance_actor,
     load_actor,
-    load_post_subject,
-    load_thread_subject,
+    may_mention_others,
+    read_post_subject,
+    read_thread_subject,
     with_mentions,
 )
 from forum.errors import ForumError
@@ -74,12 +75,11 @@ async def thread(request: Request) -> Response:
     cached = cached_document(request, media)
     if cached is not None:
         return cached
-    async with forum_context(request).read() as session:
-        subject = await load_thread_subject(session, request.path_params["thread_id"])
-        if subject is not None:
-            subject = await with_mentions(session, subject)
+    async with forum_context(request).read_rows() as connection:
+        subject = await read_thread_subject(connection, request.path_params["thread_id"])
     if subject is None:
         return not_found(request, "No such thread.")
+    subject = await _with_mentions(request, subject)
     if not subject.thread.local:
         return _elsewhere(request, subject.thread.ap_id)
     return _post_response(request, subject, media)
@@ -93,10 +93,10 @@ async def post(request: Request) -> Response:
     cached = cached_document(request, media)
     if cached is not None:
         return cached
-    async with forum_context(request).read() as session:
-        subject = await load_post_subject(session, request.path_params["post_id"])
-        if subject is not None:
-            subject = await with_mentions(session, subject)
+    async with forum_context(request).read_rows() as connection:
+        subject = await read_post_subject(connection, request.path_params["post_id"])
+    if subject is not None:
+        subject = await _with_mentions(request, subject)
     if subject is None:
         return not_found(request, "No such post.")
     if subject.post.position == 1 and subject.thread.ap_id:
@@ -166,6 +166,14 @@ async def _actor(request: Request, kind: ActorKind, handle: str, page: Endpoint)
     # A local actor's row changes only with a change that marks `actor:ID` (and a category's `c:ID`) stale.
     tags = [f"actor:{actor.id}", *([f"c:{category.id}"] if category is not None else [])]
     return cache_document(request, media, actor_document(actor, category=category), tags)
+
+
+async def _with_mentions(request: Request, subject: PostSubject) -> PostSubject:
+    """The subject with its `Mention` tags: a session only for the rare text that names someone elsewhere."""
+    if not may_mention_others(subject):
+        return subject
+    async with forum_context(request).read() as session:
+        return await with_mentions(session, subject)
 
 
 def _post_response(request: Request, subject: PostSubject, media: str) -> Response:

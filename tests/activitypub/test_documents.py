@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from activitypub.objects import post_document
+from activitypub.subjects import load_post_subject, load_thread_subject, read_post_subject, read_thread_subject
 from forum.config import Settings
 from forum.db import create_engine, sessionmaker
 from forum.events import EventBus
@@ -593,3 +595,37 @@ async def test_cached_collections_follow_changes_made_through_the_forum(
     assert after[0] == [*before[0], replied.json()["ap_id"]]
     assert [item["object"]["object"]["name"] for item in after[1]] == ["Second", "Hello"]
     assert len(after[2]) == 3
+
+
+async def test_documents_read_as_rows_are_the_documents_the_outbox_sends(settings: Settings) -> None:
+    """`/t/ID` and `/p/ID` read their subject as rows on a bare connection; the outbox loads it as entities. The
+    two make the same document, for a thread's Page, a reply, a reply to a reply, an edited and a deleted post."""
+    await make_category(settings, "general", "General")
+    alice = await member(settings, "alice")
+    bob = await member(settings, "bob")
+    thread_id = await start_thread(settings, alice, "general", title="Bees", body="*Where* do they go?")
+    answer = await reply(settings, bob, thread_id, "To the hive.")
+    deeper = await reply(settings, alice, thread_id, "Which one?", in_reply_to=answer)
+    gone = await reply(settings, bob, thread_id, "Never mind.")
+    async with database(settings) as session:
+        await session.execute(update(Post).where(Post.id == answer).values(edited_at=utcnow(), source="To *the* hive."))
+        await posting.delete_post(session, EventBus(), bob, gone)
+
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        async with sessionmaker(engine)() as session, engine.connect() as connection:
+            loaded = await load_thread_subject(session, thread_id)
+            read = await read_thread_subject(connection, thread_id)
+            assert loaded is not None and read is not None
+            assert post_document(read) == post_document(loaded)
+            assert post_document(read)["name"] == "Bees"
+            for post_id in (answer, deeper, gone):
+                loaded = await load_post_subject(session, post_id)
+                read = await read_post_subject(connection, post_id)
+                assert loaded is not None and read is not None
+                assert post_document(read) == post_document(loaded)
+            assert post_document(read)["type"] == "Tombstone"
+            assert await read_post_subject(connection, 10_000) is None
+            assert await read_thread_subject(connection, 10_000) is None
+    finally:
+        await engine.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import resource
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from activitypub.protocol import poster as poster_module
 from activitypub.protocol.client import AddressRefused, FetchError
 from activitypub.protocol.poster import DeliveryPoster
 from activitypub.protocol.signatures import SigningKey, sign_request, verify_request
@@ -278,3 +280,42 @@ async def test_endless_head_refused(poster: DeliveryPoster) -> None:
     async with server:
         with pytest.raises(FetchError, match="head is longer"):
             await poster.post(f"http://127.0.0.1:{raw.port}/inbox", b"{}", {})
+
+
+KEPT_ALIVE = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+
+
+async def test_idle_connections_kept_within_their_bound_least_recently_used_first(
+    attempts: list[tuple[str, int]],
+) -> None:
+    first, first_server = await _raw_peer(KEPT_ALIVE, close=False)
+    second, second_server = await _raw_peer(KEPT_ALIVE, close=False)
+    poster = DeliveryPoster(allow_private=True, user_agent="t", idle_total=1)
+    async with first_server, second_server:
+        for port in (first.port, first.port, second.port, second.port, first.port):
+            assert (await poster.post(f"http://127.0.0.1:{port}/inbox", b"{}", {})).status == 202
+    await poster.aclose()
+    # Kept for its next request; then the second peer's connection took the only place, so the first peer's
+    # third request needed a new one.
+    assert [port for _host, port in attempts] == [first.port, second.port, first.port]
+
+
+async def test_idle_connections_not_reused_after_a_while(
+    attempts: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(poster_module, "IDLE_SECONDS", 0.2)
+    peer, server = await _raw_peer(KEPT_ALIVE, close=False)
+    poster = DeliveryPoster(allow_private=True, user_agent="t")
+    async with server:
+        for pause in (0.0, 0.0, 0.3):
+            await asyncio.sleep(pause)
+            assert (await poster.post(f"http://127.0.0.1:{peer.port}/inbox", b"{}", {})).status == 202
+    await poster.aclose()
+    assert len(attempts) == 2
+
+
+def test_idle_connections_bounded_by_the_file_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 4096))
+    assert poster_module.idle_limit() == 256
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1_000_000, 1_000_000))
+    assert poster_module.idle_limit() == poster_module.IDLE_MAX

@@ -203,27 +203,23 @@ class _Reader:
             active = self._with_context(active, node["@context"])
         out: dict[str, Any] = {}
         collected: dict[str, list[tuple[TermDef, Any]]] = {}
+        plans = active.plans
         for key in sorted(node):
             value = node[key]
-            if key == "@context" or value is None:
+            if value is None:
                 continue
-            definition = active.terms.get(key)
-            keyword = key if key.startswith("@") else definition.iri if definition is not None else None
-            if keyword in ("@id", "@type"):
-                self._keyword(out, keyword, value, active)
-                continue
-            if key.startswith("@"):
-                raise NeedsJsonLd(f"the document uses {key}")
-            if definition is None:
-                if ":" in key and canonical_iri(active.expand(key)) in _BY_IRI:
-                    raise NeedsJsonLd(f"the document names a property by the IRI {key!r}")
-                continue
-            iri = canonical_iri(definition.iri) if definition.iri is not None else None
-            if iri is None or iri not in _BY_IRI:
-                continue
-            if definition.scoped or definition.tagged or definition.type in ("@json", "@vocab", "@none"):
-                raise NeedsJsonLd(f"the context gives {key!r} a definition the direct reading does not follow")
-            collected.setdefault(iri, []).append((definition, value))
+            plan = plans.get(key)
+            if plan is None:
+                plan = _plan(key, active)
+                if len(plans) < MAX_PLANS:
+                    plans[key] = plan
+            kind = plan[0]
+            if kind is _COLLECT:
+                collected.setdefault(plan[1], []).append((plan[2], value))
+            elif kind is _KEYWORD:
+                self._keyword(out, plan[1], value, active)
+            elif kind is _NEEDS_JSONLD:
+                raise NeedsJsonLd(plan[1])
         for iri, entries in collected.items():
             self._emit(out, iri, entries, active)
         return out
@@ -231,7 +227,8 @@ class _Reader:
     def _with_context(self, active: ActiveContext, value: Any) -> ActiveContext:
         """The context after `value`, checked to keep every term Jardin reads; senders repeat their contexts, so
         the outcome is remembered."""
-        key = active.key + "\n" + json.dumps(value, sort_keys=True)
+        # A context is most often one URL: no need to serialize it (the tag keeps a URL and a list apart).
+        key = active.key + ("\nu" + value if isinstance(value, str) else "\nj" + json.dumps(value, sort_keys=True))
         known = self.cache.get(key)
         if known is None:
             try:
@@ -279,6 +276,16 @@ class _Reader:
         active: ActiveContext,
     ) -> None:
         term = _BY_IRI[iri]
+        if len(entries) == 1 and entries[0][0].container in (None, "@set") and iri not in _ORDERED_OR_LISTS:
+            # The usual case, one key with plain values: what `_Values` would store, without building one.
+            definition, value = entries[0]
+            reference = definition.type == "@id"
+            if isinstance(value, list):
+                plain = [self._value(item, reference, active) for item in value if item is not None]
+            else:
+                plain = [self._value(value, reference, active)]
+            _store_plain(out, term, plain)
+            return
         values = _Values()
         for definition, value in entries:
             if definition.container == "@language":
@@ -301,15 +308,56 @@ class _Reader:
         values.store(out, term)
 
     def _value(self, value: Any, reference: bool, active: ActiveContext) -> Any:
+        if isinstance(value, str):
+            # An absolute http(s) URL expands to itself: most references are, and need no look at the context.
+            if not reference or value.startswith(("https://", "http://")):
+                return value
+            return active.expand(value, vocab=False)
         if isinstance(value, dict):
-            if any(key.startswith("@") and key not in ("@id", "@type", "@context") for key in value):
+            if any(key[:1] == "@" and key not in ("@id", "@type", "@context") for key in value):
                 raise NeedsJsonLd("a JSON-LD value or list object")
             return _collapse_node(self.node(value, active))
         if isinstance(value, list):
             raise NeedsJsonLd("a list of lists")
-        if reference and isinstance(value, str):
-            return self._reference(value, active)
         return value
+
+
+# How `_Reader.node` reads a key under an active context, decided once per context and key.
+_COLLECT, _KEYWORD, _NEEDS_JSONLD, _SKIP = "collect", "keyword", "needs-jsonld", "skip"
+MAX_PLANS = 1024  # keys remembered per active context: a peer inventing keys cannot grow it without bound
+# IRIs whose values `_Values` sorts out specially (an ordered list, language maps): never the fast path.
+_ORDERED_OR_LISTS = frozenset({_ITEMS_IRI, *_CONTENT_IRIS})
+
+
+def _plan(key: str, active: ActiveContext) -> tuple[Any, ...]:
+    if key == "@context":
+        return (_SKIP,)
+    definition = active.terms.get(key)
+    keyword = key if key.startswith("@") else definition.iri if definition is not None else None
+    if keyword in ("@id", "@type"):
+        return (_KEYWORD, keyword)
+    if key.startswith("@"):
+        return (_NEEDS_JSONLD, f"the document uses {key}")
+    if definition is None:
+        if ":" in key and canonical_iri(active.expand(key)) in _BY_IRI:
+            return (_NEEDS_JSONLD, f"the document names a property by the IRI {key!r}")
+        return (_SKIP,)
+    iri = canonical_iri(definition.iri) if definition.iri is not None else None
+    if iri is None or iri not in _BY_IRI:
+        return (_SKIP,)
+    if definition.scoped or definition.tagged or definition.type in ("@json", "@vocab", "@none"):
+        return (_NEEDS_JSONLD, f"the context gives {key!r} a definition the direct reading does not follow")
+    return (_COLLECT, iri, definition)
+
+
+def _store_plain(out: dict[str, Any], term: Term, plain: list[Any]) -> None:
+    """`_Values.store` for plain values only."""
+    if not plain and not term.always_list:
+        return
+    name = term.name
+    if name in ADDRESSING:
+        plain = [PUBLIC if isinstance(item, str) and item in PUBLIC_ALIASES else item for item in plain]
+    out[name] = plain if term.always_list else plain[0] if len(plain) == 1 else plain
 
 
 def _items(value: Any) -> list[Any]:
@@ -408,7 +456,8 @@ def _scan(document: Mapping[str, Any], max_depth: int) -> list[str]:
     """Every context URL the document refers to, at any level (scoped contexts and `@import` included), after
     checking, without recursion, that it nests no deeper than `max_depth`."""
     urls: list[str] = []
-    # Each entry: a value, its depth, and whether it is data, a `@context` value, or an inline context object.
+    # Each entry: a container, its depth, and whether it is data, a `@context` value, or an inline context
+    # object. Scalars are never pushed: most of a document is strings, and they need no look.
     stack: list[tuple[Any, int, str]] = [(document, 1, "data")]
     while stack:
         value, depth, kind = stack.pop()
@@ -421,15 +470,17 @@ def _scan(document: Mapping[str, Any], max_depth: int) -> list[str]:
                 else:
                     stack.append((item, depth + 1, "context-object"))
         elif isinstance(value, dict):
+            inner = depth + 1
             for key, item in value.items():
                 if key == "@context" or (kind == "context-object" and key == "@import"):
-                    stack.append((item, depth + 1, "context"))
+                    stack.append((item, inner, "context"))
                 elif kind == "context-object" and isinstance(item, dict):
-                    stack.append((item, depth + 1, "context-object"))  # a term definition, maybe scoped
-                else:
-                    stack.append((item, depth + 1, "data"))
+                    stack.append((item, inner, "context-object"))  # a term definition, maybe scoped
+                elif isinstance(item, (dict, list)):
+                    stack.append((item, inner, "data"))
         elif isinstance(value, list):
-            stack.extend((item, depth + 1, "data") for item in value)
+            inner = depth + 1
+            stack.extend((item, inner, "data") for item in value if isinstance(item, (dict, list)))
     return urls
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -64,6 +64,8 @@ class ActiveContext:
     terms: Mapping[str, TermDef]
     vocab: str | None = None
     key: str = ""  # how this context was reached (the `@context` values applied), for caching
+    # What the normalizer decided for each key read under this context (documents repeat the same keys).
+    plans: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def expand(self, value: str, *, vocab: bool = True) -> str:
         """`value` as JSON-LD expands it: a key or type (`vocab`: terms and `@vocab` apply) or a reference (only

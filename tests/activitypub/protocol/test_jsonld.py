@@ -14,7 +14,7 @@ import pytest
 from pyld import jsonld as pyld_jsonld
 
 from activitypub.protocol.contexts import ContextNotBundled, OfflineLoader
-from activitypub.protocol.jsonld import DocumentError, Normalizer, parse_json
+from activitypub.protocol.jsonld import MAX_PLANS, DocumentError, Normalizer, parse_json
 from activitypub.protocol.vocabulary import PUBLIC
 
 AS = "https://www.w3.org/ns/activitystreams"
@@ -240,6 +240,29 @@ def test_a_document_without_context_is_read_plainly_only_if_it_looks_like_activi
     assert plain.document["to"] == [PUBLIC]
     with pytest.raises(DocumentError, match="no @context and no id and type"):
         normalizer.normalize({"name": "Hi", "content": "no type, no id"})
+
+
+def test_one_normalizer_reads_each_key_by_the_context_of_its_own_document(normalizer: Normalizer) -> None:
+    # The reader remembers how it read each key under each context: that must never carry over to another.
+    aliased = note(texte="<p>aliased</p>")
+    del aliased["content"]
+    aliased["@context"] = [AS, {"texte": "as:content"}]
+    plain = {key: value for key, value in aliased.items() if key != "@context"} | {"@context": AS}
+    for _ in range(2):
+        assert normalizer.normalize(aliased).document["content"] == "<p>aliased</p>"
+        assert "content" not in normalizer.normalize(plain).document
+    redefined = note(content="<p>kept</p>")
+    redefined["@context"] = [AS, {"content": "http://evil.example/ns#x"}]
+    assert "content" not in normalizer.normalize(redefined).document
+    assert normalizer.normalize(note(content="<p>kept</p>")).document["content"] == "<p>kept</p>"
+
+
+def test_a_document_full_of_invented_keys_is_read_and_remembers_a_bounded_number(normalizer: Normalizer) -> None:
+    for batch in range(3):
+        invented = note(content="<p>hi</p>", **{f"k{batch}-{n}": n for n in range(1000)})
+        assert normalizer.normalize(invented).document["content"] == "<p>hi</p>"
+    remembered = [len(active.plans) for active in normalizer._contexts.values() if not isinstance(active, str)]
+    assert remembered and max(remembered) == MAX_PLANS
 
 
 # --- attacks -------------------------------------------------------------------------------------------------

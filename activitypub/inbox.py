@@ -11,11 +11,8 @@ one instance a 429. Nothing is stored for a refused request.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,7 +27,6 @@ from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation, federation_of
 from activitypub.signers import SignatureRefused, is_our_host
 from forum.errors import RateLimited
-from forum.models import Instance
 from forum.ratelimit import address_key
 from forum.web.context import forum_context
 from forum.web.security import client_address
@@ -39,12 +35,6 @@ log = logging.getLogger(__name__)
 
 # Activities whose object is the author's own content: it must live on the author's host (FEP-fe34).
 OWN_OBJECT_TYPES = {"Create", "Update"}
-
-
-PEER_NOTE_EVERY = 60.0
-MAX_NOTES = 10_000
-# Built once: each peer's first request of the minute reads it.
-_PEER_NOTE = select(Instance.signature_form, Instance.unreachable).where(Instance.domain == bindparam("domain"))
 
 
 class Refused(Exception):
@@ -123,30 +113,8 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
         )
     except RateLimited as limited:
         raise Refused(429, "too many activities from this instance; slow down", limited.retry_after) from limited
-    await _note_peer(federation, domain_of(key_id), form)
+    federation.peer_notes.note(domain_of(key_id), form)
     return activity, (key_id, form)
-
-
-async def _note_peer(federation: Federation, domain: str, form: str) -> None:
-    """The peer answers, and reads the signature form it signs with: our deliveries to it may use it.
-
-    Written only when the instance row says otherwise, and looked at once a minute per peer, so a busy
-    peer's stream takes no write lock at all.
-    """
-    now = time.monotonic()
-    if now - federation.peers_seen.get((domain, form), -PEER_NOTE_EVERY) < PEER_NOTE_EVERY:
-        return
-    async with federation.sessions() as session, session.begin():
-        known = (await session.execute(_PEER_NOTE, {"domain": domain})).first()
-        stale_form = form == "rfc9421" and (known is None or known[0] != "rfc9421")
-        # SQLite takes its write lock only at the first write, so the usual case (nothing to change) takes none.
-        if stale_form:
-            await _remember_form(session, domain)
-        if known is not None and known[1]:
-            await federation.resolver.mark_reachable(session, domain)
-    if len(federation.peers_seen) > MAX_NOTES:
-        federation.peers_seen.clear()
-    federation.peers_seen[(domain, form)] = now
 
 
 async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any], actor_id: str) -> bool:
@@ -163,14 +131,6 @@ async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any]
         and author.public_key_pem is not None
         and verify_rsa_signature_2017(activity, author.public_key_pem)
     )
-
-
-async def _remember_form(session: AsyncSession, domain: str) -> None:
-    instance = await session.scalar(select(Instance).where(Instance.domain == domain))
-    if instance is None:
-        session.add(Instance(domain=domain, signature_form="rfc9421", failures=0, unreachable=False))
-    elif instance.signature_form != "rfc9421":
-        await session.execute(update(Instance).where(Instance.id == instance.id).values(signature_form="rfc9421"))
 
 
 async def store(federation: Federation, activity: dict[str, Any], signer: tuple[str, str]) -> None:

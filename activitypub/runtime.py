@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from activitypub.intake import InboxPressure, ReceivedWriter
 from activitypub.outbox import Outbox
+from activitypub.peer_notes import PeerNotes
 from activitypub.protocol.client import GuardedClient
 from activitypub.protocol.jsonld import Normalizer
 from activitypub.protocol.poster import DeliveryPoster
@@ -36,20 +37,20 @@ class Federation:
     invalidations: InvalidationBus
     # Who signed a request (inbox POSTs, authorized-fetch GETs), with the keys that verified lately.
     signers: Signers
+    # What the inboxes learn of each peer (its signature form, that it is up), written after the answer.
+    peer_notes: PeerNotes
     delivery_poster: DeliveryPoster | None = None
     # Group commit of what the inboxes store (see activitypub.intake).
     received: ReceivedWriter = field(default_factory=ReceivedWriter)
     # Inbox requests being answered now, which the in-process inbox worker lets go first.
     pressure: InboxPressure = field(default_factory=InboxPressure)
-    # Per-process notes of the inbox, so a steady stream from a peer costs no write: when each peer was
-    # last seen (its instance row is then known fine).
-    peers_seen: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
         return self.resolver.normalize(document)
 
     async def aclose(self) -> None:
         await self.received.drain()
+        await self.peer_notes.settled()
         await self.client.aclose()
         if self.delivery_poster is not None:
             await self.delivery_poster.aclose()
@@ -78,6 +79,7 @@ def build_federation(
         outbox=outbox,
         invalidations=invalidations,
         signers=Signers(sessions, resolver),
+        peer_notes=PeerNotes(sessions, resolver),
         delivery_poster=DeliveryPoster(allow_private=settings.federation_allow_private, user_agent=agent),
     )
 

@@ -11,6 +11,7 @@ changes that make a page stale make its document stale too, in every process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -84,6 +85,12 @@ def choose(accept: str | None, offers: Sequence[str]) -> str | None:
     Each offer takes the q of the most specific range that matches it; the highest q wins, and the
     earlier offer wins a tie. A missing or empty Accept header accepts anything.
     """
+    return _choose(accept, tuple(offers))
+
+
+# Peers and browsers send a handful of distinct Accept headers, again and again: each is read once.
+@functools.lru_cache(maxsize=256)
+def _choose(accept: str | None, offers: tuple[str, ...]) -> str | None:
     ranges = [r for r in (parse_media_range(part) for part in (accept or "*/*").split(",")) if r is not None]
     if not ranges:
         ranges = [MediaRange("*", "*", {}, 1.0)]

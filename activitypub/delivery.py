@@ -112,19 +112,45 @@ class DeliveryWorker:
         self._doorbell.set()
 
     async def run(self, idle: float = 0.5) -> None:
+        """Deliver until cancelled. The next batch is claimed while one is out (a claim is a few tens of
+        milliseconds of database work in which nothing would be sent), and sent once the batch before it is
+        recorded; its rows for an inbox that just failed line up behind that inbox's retry instead."""
+        ahead: asyncio.Task[_Batch] | None = None
         try:
             while True:
                 self._doorbell.clear()
                 try:
-                    done = await self.run_once()
+                    batch = await ahead if ahead is not None else await self._claim()
                 except Exception:  # the queue is durable: log, wait, try again
-                    log.exception("delivery batch failed")
-                    done = 0
-                if done == 0:
+                    log.exception("claiming deliveries failed")
+                    batch = _Batch([])
+                ahead = None
+                if not batch.rows:
                     # The poll stays: other processes (a `forum worker`, another web process) queue rows too.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._doorbell.wait(), idle)
+                    continue
+                sending = asyncio.create_task(self._send_batch(batch), name="deliveries-out")
+                ahead = asyncio.create_task(self._claim(), name="deliveries-claim-ahead")
+                try:
+                    outcomes = await asyncio.shield(sending)
+                    retry_at = await self._record(batch, outcomes)
+                except asyncio.CancelledError:
+                    sending.cancel()
+                    with contextlib.suppress(Exception):
+                        await self._release([row[0] for row in batch.rows])
+                    raise
+                except Exception:
+                    log.exception("delivery batch failed")  # its rows go back when their lease ends
+                    continue
+                if retry_at:
+                    ahead = asyncio.create_task(self._behind_retries(ahead, retry_at))
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    claimed = await ahead
+                    await self._release([row[0] for row in claimed.rows])
             self._signers.shutdown(wait=False)
 
     async def run_once(self) -> int:
@@ -132,16 +158,8 @@ class DeliveryWorker:
         batch = await self._claim()
         if not batch.rows:
             return 0
-        slots: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self._per_instance))
-        by_inbox: defaultdict[str, list[_Row]] = defaultdict(list)
-        for row in sorted(batch.rows):
-            by_inbox[row[2]].append(row)
-        self._sign_ahead(batch, by_inbox)
         try:
-            runs = await asyncio.gather(
-                *(self._send_in_order(batch, rows, slots[rows[0][3]]) for rows in by_inbox.values())
-            )
-            await self._record(batch, [outcome for run in runs for outcome in run])
+            await self._record(batch, await self._send_batch(batch))
         except asyncio.CancelledError:
             # Shutting down mid-batch: what was not recorded goes back to the queue now, not when the lease ends
             # (a peer may get one activity twice; inboxes drop duplicates by id).
@@ -149,6 +167,34 @@ class DeliveryWorker:
                 await self._release([row[0] for row in batch.rows])
             raise
         return len(batch.rows)
+
+    async def _send_batch(self, batch: _Batch) -> list[Outcome]:
+        slots: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self._per_instance))
+        by_inbox: defaultdict[str, list[_Row]] = defaultdict(list)
+        for row in sorted(batch.rows):
+            by_inbox[row[2]].append(row)
+        self._sign_ahead(batch, by_inbox)
+        runs = await asyncio.gather(
+            *(self._send_in_order(batch, rows, slots[rows[0][3]]) for rows in by_inbox.values())
+        )
+        return [outcome for run in runs for outcome in run]
+
+    async def _behind_retries(self, claiming: asyncio.Task[_Batch], retry_at: dict[str, datetime]) -> _Batch:
+        """The batch claimed ahead, less its rows for inboxes the batch before found unavailable: those were
+        claimed before that batch's failures were recorded, and go back to wait behind the inbox's retry."""
+        batch = await claiming
+        waiting = [row for row in batch.rows if row[2] in retry_at]
+        if not waiting:
+            return batch
+        async with self._sessions() as session, session.begin():
+            for row in waiting:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == row[0], Delivery.state == DeliveryState.SENDING)
+                    .values(state=DeliveryState.QUEUED, locked_until=None, next_attempt_at=retry_at[row[2]])
+                )
+        batch.rows = [row for row in batch.rows if row[2] not in retry_at]
+        return batch
 
     def _sign_ahead(self, batch: _Batch, by_inbox: dict[str, list[_Row]]) -> None:
         """Start signing every row's first knock, in the order the rows will go out: each inbox's first row,
@@ -326,7 +372,8 @@ class DeliveryWorker:
         refused = None if 200 <= result.status < 300 else f"HTTP {result.status}: {result.body_excerpt[:200]}"
         return Outcome(delivery_id, domain, result.status, refused, result.retry_after, form)
 
-    async def _record(self, batch: _Batch, outcomes: list[Outcome]) -> None:
+    async def _record(self, batch: _Batch, outcomes: list[Outcome]) -> dict[str, datetime]:
+        """Write what happened; returns each inbox found unavailable, with the time of its retry."""
         now = utcnow()
         by_id = {row[0]: row for row in batch.rows}
         delivered = [o.delivery_id for o in outcomes if o.delivered]
@@ -375,6 +422,7 @@ class DeliveryWorker:
                     .values(state=DeliveryState.QUEUED, locked_until=None, next_attempt_at=now)
                 )
             await self._instance_health(session, batch, outcomes, ok_domains, failing_domains, now)
+        return retry_at
 
     def _retry(self, outcome: Outcome, attempts: int, created: datetime, now: datetime) -> dict[str, object]:
         values: dict[str, object] = {

@@ -36,9 +36,12 @@ from forum.models.base import utcnow
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
-# While this process answers inbox requests, each activity waits at most this long for a lull: a burst is
-# stored before it is applied, and a stream that never stops still sees its activities applied.
-YIELD_AT_MOST = 0.1
+# While this process answers inbox requests, the worker waits at most YIELD_AT_MOST for a lull, then works
+# for WORK_SLICE before it waits again: a burst is stored before it is applied (peers are answered first,
+# and the backlog is applied in bigger, cheaper batches), and a stream that never stops still gets a sixth
+# of the process. With no inbox request in flight, nothing waits.
+YIELD_AT_MOST = 0.5
+WORK_SLICE = 0.1
 # Documents one activity may need fetched: its object, authors, and a reply's parents (8 levels) with theirs.
 MAX_FETCHES = 32
 # What `_apply_in_bulk` may take: plain replies (a Create) and first votes.
@@ -76,16 +79,25 @@ class InboxWorker:
         claimed = await self._claim()
         remaining = [row_id for row_id, _type in claimed]
         types = dict(claimed)
+        loop = asyncio.get_running_loop()
+        slice_ends = 0.0
+
+        async def wait_for_turn() -> None:
+            nonlocal slice_ends
+            if loop.time() >= slice_ends:
+                await self._federation.pressure.lull(YIELD_AT_MOST)
+                slice_ends = loop.time() + WORK_SLICE
+
         try:
             while remaining:
-                await self._federation.pressure.lull(YIELD_AT_MOST)
+                await wait_for_turn()
                 # The longest run of rows that may go in bulk, up to the next one that may not: an activity of
                 # another type (a Follow, a Delete, an Undo) keeps its place between those before and after it.
                 run = list(itertools.takewhile(lambda row_id: types[row_id] in BULK_TYPES, remaining))
                 settled = await self._apply_in_bulk(run) if run else set()
                 for row_id in run or remaining[:1]:
                     if row_id not in settled:
-                        await self._federation.pressure.lull(YIELD_AT_MOST)
+                        await wait_for_turn()
                         await self._process(row_id)
                     remaining.remove(row_id)
         except asyncio.CancelledError:

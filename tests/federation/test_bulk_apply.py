@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from sqlalchemy import event, func, select, update
 
+from activitypub import processing
 from activitypub.processing import InboxWorker
 from forum.app import federation_of
 from forum.models import Category, Delivery, OutgoingActivity, Post, ReceivedActivity, ReceivedState, Thread, Vote
@@ -255,3 +257,40 @@ async def test_a_burst_of_votes_counts_as_if_applied_one_by_one(database_url: st
         counted = [earlier, *[activity for _, activity in burst[:4]], burst[5][1]]
         assert announced_ids == sorted(activity["id"] for activity in counted)
         assert {inbox_url for _, inbox_url in announced} == {f"{lemmy.base_url}/inbox"}
+
+
+async def test_under_a_stream_of_requests_the_worker_waits_once_per_slice_not_once_per_activity(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While peers are being answered, the in-process worker waits for a lull (at most `YIELD_AT_MOST`), then
+    works for `WORK_SLICE` before it waits again: activities that go one by one (here, follows) do not each
+    wait, or a stream that never pauses would let only a few through a second."""
+    async with (
+        Remote("127.0.0.3") as lemmy,
+        running("127.0.0.1", database_url, tmp_path / "jardin", run_worker=False) as jardin,
+    ):
+        federation = federation_of(jardin.forum)
+        await jardin.category("general", "General")
+        group, inbox = f"{jardin.base_url}/c/general", f"{jardin.base_url}/inbox"
+        follows = []
+        for n in range(6):
+            reader = lemmy.actor(f"reader{n}")
+            follow = {"@context": AS_CONTEXT, "id": f"{reader.base_url}/follows/{n}", "type": "Follow",
+                      "actor": reader.ap_id, "object": group}  # fmt: skip
+            assert (await lemmy.deliver(reader, inbox, follow)).status_code == 202
+            follows.append(follow)
+        waits: list[float] = []
+        real_lull = federation.pressure.lull
+
+        async def counted_lull(at_most: float) -> None:
+            waits.append(at_most)
+            await real_lull(at_most)
+
+        monkeypatch.setattr(federation.pressure, "lull", counted_lull)
+        monkeypatch.setattr(processing, "YIELD_AT_MOST", 0.05)
+        monkeypatch.setattr(processing, "WORK_SLICE", 3600.0)  # one slice holds the whole batch
+        with federation.pressure.answering_one():  # a request is being answered all along
+            assert await InboxWorker(federation).run_once() == len(follows)
+        assert waits == [0.05]
+        outcomes = await _outcomes(jardin)
+        assert {outcomes[follow["id"]][0] for follow in follows} == {ReceivedState.DONE}

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from activitypub.protocol import signatures
+from activitypub.protocol import signature_claims, signatures
 from activitypub.protocol.digests import check_content_digest
 from activitypub.protocol.signatures import (
     HttpSignatureAuth,
@@ -545,9 +545,9 @@ RFC_BASE = """"date": Tue, 20 Apr 2021 02:07:55 GMT
 
 def test_rfc9421_b26_vector() -> None:
     # The signature base is rebuilt exactly as the RFC prints it, and the RFC's Ed25519 signature holds over it.
-    fields = signatures._normalize(RFC_REQUEST)
-    claim = signatures._claim(fields)
-    base = signatures._rfc9421_message(claim, "POST", "/foo?param=Value&Pet=dog", fields, "https")
+    fields = signature_claims.normalize_fields(RFC_REQUEST)
+    claim = signature_claims.read_claim(fields)
+    base = signature_claims.rfc9421_message(claim, "POST", "/foo?param=Value&Pet=dog", fields, "https")
     assert base == RFC_BASE
     key = load_public_key(RFC_ED25519_PUBLIC)
     assert signatures._signature_holds(key, "ed25519", claim.signature, base.encode())

@@ -511,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--federation-only", action="store_true", help="only the federation figures")
     parser.add_argument("--no-federation", action="store_true", help="skip the federation figures")
     parser.add_argument(
-        "--federation-parts", default=",".join(federation.PARTS), help="comma-separated: documents,inbox,fanout"
+        "--federation-parts", default=",".join(federation.PARTS), help=f"comma-separated: {','.join(federation.PARTS)}"
     )
     args = parser.parse_args(argv)
 

@@ -1,5 +1,7 @@
 """A benchmark server process: `tests.bench.bench_app` under uvicorn exactly as `forum serve` runs it
-(one process, uvloop, httptools, no access log), started, waited for, measured and stopped.
+(one process, uvloop, httptools, no access log), started, waited for, measured and stopped. With
+`separate_worker`, the background work runs as `forum serve --no-worker` beside one `forum worker` process
+would: the server runs none, and a `forum worker` process with the same settings runs it all.
 
 Also the member's login: a real session row and the signed cookie the server accepts.
 """
@@ -40,8 +42,10 @@ class BenchServer:
     profile_path: Path | None = None
     log_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    separate_worker: bool = False
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    worker: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def origin(self) -> str:
@@ -65,6 +69,8 @@ class BenchServer:
             "FORUM_BENCH_THREAD_ID": str(self.thread_id),
             **self.env,
         }
+        if self.separate_worker:
+            env["FORUM_RUN_WORKER"] = "0"
         if self.profile_path is not None:
             env["FORUM_BENCH_PROFILE"] = str(self.profile_path)
         # The options of forum.server.serve, on the command line.
@@ -76,7 +82,15 @@ class BenchServer:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
         self._wait_until_healthy()
+        if self.separate_worker:
+            worker = [sys.executable, "-c", "from forum.cli import main; raise SystemExit(main(['worker']))"]
+            with self.worker_log_path.open("wb") as log:
+                self.worker = subprocess.Popen(worker, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
         return self
+
+    @property
+    def worker_log_path(self) -> Path:
+        return (self.log_dir or self.work_dir) / f"worker-{self.name}.log"
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -113,6 +127,14 @@ class BenchServer:
         raise RuntimeError("no VmHWM in /proc status")
 
     def stop(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGINT)  # asyncio.run cancels the jobs; the engine is disposed
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from activitypub.actors import as_strings
+from activitypub.activity_origins import OriginRefused, check_origins, claims_of
 from activitypub.audiences import domain_of
 from activitypub.protocol.client import FetchError
-from activitypub.protocol.jsonld import DocumentError, parse_json
+from activitypub.protocol.jsonld import DocumentError, Glance, parse_json
 from activitypub.protocol.ld_signatures import ld_signature_creator, verify_rsa_signature_2017
 from activitypub.protocol.signatures import SignatureError, signature_key_id
 from activitypub.resolver import ResolveError
@@ -32,9 +32,6 @@ from forum.web.context import forum_context
 from forum.web.security import client_address
 
 log = logging.getLogger(__name__)
-
-# Activities whose object is the author's own content: it must live on the author's host (FEP-fe34).
-OWN_OBJECT_TYPES = {"Create", "Update"}
 
 
 class Refused(Exception):
@@ -50,7 +47,7 @@ async def receive(request: Request) -> Response:
     with federation.pressure.answering_one():
         body = await request.body()
         try:
-            activity, signer = await _accept(request, federation, body)
+            activity, claims, signer = await _accept(request, federation, body)
         except Refused as refusal:
             log.info("inbox refused %s from %s: %s", request.url.path, request.client, refusal.reason)
             return JSONResponse(
@@ -59,11 +56,13 @@ async def receive(request: Request) -> Response:
                 media_type="application/problem+json",
                 headers={"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else None,
             )
-        await store(federation, activity, signer)
+        await store(federation, activity, claims, signer)
         return Response(status_code=202)
 
 
-async def _accept(request: Request, federation: Federation, body: bytes) -> tuple[dict[str, Any], tuple[str, str]]:
+async def _accept(
+    request: Request, federation: Federation, body: bytes
+) -> tuple[dict[str, Any], Glance, tuple[str, str]]:
     forum = forum_context(request)
     try:
         key_id, form = signature_key_id(request.headers)
@@ -85,22 +84,16 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
         raise Refused(429, "too many activities from this address; slow down", limited.retry_after) from limited
     try:
         raw = parse_json(body)
-        activity = federation.normalize(raw)
+        # Most activities are read by a glance at their plain terms: the worker normalizes what is kept, and checks
+        # again that its reading claims what the glance did. Only the others are normalized before the answer.
+        glanced = federation.glance(raw)
+        activity = raw if glanced is not None else federation.normalize(raw)
+        claims = check_origins(glanced or claims_of(activity), federation.settings.host.lower())
     except DocumentError as error:
         raise Refused(400, str(error)) from None
-    activity_id, actor_id = activity.get("id"), _single(activity.get("actor"))
-    if not isinstance(activity_id, str) or not activity_id.startswith(("https://", "http://")):
-        raise Refused(400, "the activity has no id")
-    if actor_id is None or not isinstance(activity.get("type"), str):
-        raise Refused(400, "the activity names no actor or no type")
-    if domain_of(actor_id) != domain_of(activity_id):
-        raise Refused(401, "the activity's id and its actor are on different hosts")
-    if domain_of(actor_id) == federation.settings.host.lower():
-        raise Refused(401, "an activity of one of our own actors cannot come from elsewhere")
-    if activity["type"] in OWN_OBJECT_TYPES:
-        object_id = _single(activity.get("object"))
-        if object_id is None or domain_of(object_id) != domain_of(actor_id):
-            raise Refused(401, "the object's id is on another host than its author")
+    except OriginRefused as refusal:
+        raise Refused(refusal.status, refusal.reason) from None
+    actor_id = claims.actor
     try:
         signer = await federation.signers.verify(request, body, key_id)
     except SignatureRefused as refusal:
@@ -114,7 +107,7 @@ async def _accept(request: Request, federation: Federation, body: bytes) -> tupl
     except RateLimited as limited:
         raise Refused(429, "too many activities from this instance; slow down", limited.retry_after) from limited
     federation.peer_notes.note(domain_of(key_id), form)
-    return activity, (key_id, form)
+    return activity, claims, (key_id, form)
 
 
 async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any], actor_id: str) -> bool:
@@ -133,24 +126,20 @@ async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any]
     )
 
 
-async def store(federation: Federation, activity: dict[str, Any], signer: tuple[str, str]) -> None:
-    """Keep the activity for the worker; the same id received twice stays one row. Concurrent requests'
-    activities are committed together (activitypub.intake): one commit for many."""
+async def store(federation: Federation, activity: dict[str, Any], claims: Glance, signer: tuple[str, str]) -> None:
+    """Keep the activity (as received, or normalized) for the worker, with the claims checked here; the same id
+    received twice stays one row. Concurrent requests' activities are committed together (activitypub.intake):
+    one commit for many."""
     await federation.received.store(
         federation.sessions,
         {
-            "ap_id": activity["id"],
-            "type": str(activity["type"])[:32],
-            "actor_ap_id": _single(activity.get("actor")) or "",
+            "ap_id": claims.id,
+            "type": claims.type[:32],
+            "actor_ap_id": claims.actor,
             "signer_key_id": signer[0],
             "document": activity,
         },
     )
-
-
-def _single(value: object) -> str | None:
-    ids = as_strings(value)
-    return ids[0] if ids else None
 
 
 routes: list[BaseRoute] = [

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activitypub.actors import as_strings, instance_actor
 from activitypub.audiences import domain_of
 from activitypub.protocol.client import JSON_ACCEPT, JSON_TYPES, FetchError, GuardedClient
-from activitypub.protocol.jsonld import DocumentError, Normalizer
+from activitypub.protocol.jsonld import DocumentError, Glance, Normalizer
 from activitypub.protocol.signatures import HttpSignatureAuth, SigningKey
 from forum import markup
 from forum.config import Settings
@@ -203,6 +203,9 @@ class ActivityPubResolver:
 
     def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
         return self._normalizer.normalize(document).document
+
+    def glance(self, document: dict[str, Any]) -> Glance | None:
+        return self._normalizer.glance(document)
 
     async def _instance_auth(self) -> HttpSignatureAuth:
         if self._auth is not None:

@@ -15,7 +15,7 @@ from activitypub.intake import InboxPressure, ReceivedWriter
 from activitypub.outbox import Outbox
 from activitypub.peer_notes import PeerNotes
 from activitypub.protocol.client import GuardedClient
-from activitypub.protocol.jsonld import Normalizer
+from activitypub.protocol.jsonld import Glance, Normalizer
 from activitypub.protocol.poster import DeliveryPoster
 from activitypub.resolver import ActivityPubResolver
 from activitypub.signers import Signers
@@ -47,6 +47,10 @@ class Federation:
 
     def normalize(self, document: dict[str, Any]) -> dict[str, Any]:
         return self.resolver.normalize(document)
+
+    def glance(self, document: dict[str, Any]) -> Glance | None:
+        """What an inbox checks of an activity, when its plain terms say it for certain (see `Normalizer.glance`)."""
+        return self.resolver.glance(document)
 
     async def aclose(self) -> None:
         await self.received.drain()

@@ -83,6 +83,17 @@ class Normalized:
     method: Method
 
 
+@dataclass(frozen=True)
+class Glance:
+    """What an inbox checks before it answers: an activity's id, type, first actor and first object's id (None
+    when it has no object, or an embedded one without an id), as the normalized document would give them."""
+
+    id: str
+    type: str
+    actor: str
+    object_id: str | None
+
+
 def parse_json(body: bytes | str, *, max_depth: int = 64) -> dict[str, Any]:
     """The JSON object in `body`, or `DocumentError`: not UTF-8, not JSON, not an object, nested deeper than
     `max_depth` (measured before decoding, so even a 100,000-deep body costs one linear scan)."""
@@ -168,6 +179,63 @@ class Normalizer:
                 ) from None
         return Normalized(self._by_jsonld(document), "jsonld")
 
+    def glance(self, document: Mapping[str, Any]) -> Glance | None:
+        """The `Glance` of an activity, read from its plain terms without normalizing it, or None when that
+        reading might not be the normalized one (then normalize it).
+
+        The reading is certain when every context is a bundled URL that keeps the terms Jardin reads (checked,
+        and remembered, as `normalize` does), the activity and its embedded object (without its own context)
+        name each of `@id`, `@type`, `actor` and `object` only by those plain terms, with string values, and
+        no key of either needs JSON-LD: then `normalize` reads the same values through the same context.
+        What the glance does not look at (the content, the addressing…) is only read when the document is
+        normalized, which may still refuse it."""
+        context = document.get("@context")
+        urls = [context] if isinstance(context, str) else context
+        if not isinstance(urls, list) or not urls:
+            return None
+        # Inline contexts are applied as `normalize` applies them; a URL must be bundled (none is ever fetched).
+        if not all(isinstance(url, dict) or (isinstance(url, str) and self.bundled.is_bundled(url)) for url in urls):
+            return None
+        reader = _Reader(self._watched, self.bundled, self._contexts)
+        try:
+            active = reader._with_context(self._base, context)
+        except (NeedsJsonLd, ContextNotBundled, DocumentError):
+            return None
+        named = _plainly_named(document, active)
+        if named is None or not {"id", "type", "actor"} <= named or ("object" in document) != ("object" in named):
+            return None
+        activity_id, kind, actor = document["id"], document["type"], document["actor"]
+        if not isinstance(activity_id, str) or not isinstance(kind, str) or not isinstance(actor, str):
+            return None
+        definition = active.terms.get(kind)
+        if definition is not None and definition.scoped:
+            return None
+        value = document.get("object")
+        object_id: str | None = None
+        if isinstance(value, str):
+            object_id = reader._value(value, _is_reference(active, "object"), active)
+        elif isinstance(value, dict):
+            embedded_id = value.get("id")
+            embedded = None if "@context" in value else _plainly_named(value, active)
+            if embedded is None or ("id" in value) != ("id" in embedded):
+                return None
+            types = value.get("type")
+            for name in types if isinstance(types, list) else [types]:
+                if not isinstance(name, str) or getattr(active.terms.get(name), "scoped", False):
+                    return None
+            if embedded_id is not None:
+                if not isinstance(embedded_id, str):
+                    return None
+                object_id = reader._reference(embedded_id, active)
+        elif value is not None:
+            return None
+        return Glance(
+            reader._reference(activity_id, active),
+            _type_name(active.expand(kind)),
+            reader._value(actor, _is_reference(active, "actor"), active),
+            object_id,
+        )
+
     def _by_jsonld(self, document: Mapping[str, Any]) -> dict[str, Any]:
         prepared = _without_default_language(document)
         contexts = prepared.get("@context", [])
@@ -208,11 +276,7 @@ class _Reader:
             value = node[key]
             if value is None:
                 continue
-            plan = plans.get(key)
-            if plan is None:
-                plan = _plan(key, active)
-                if len(plans) < MAX_PLANS:
-                    plans[key] = plan
+            plan = plans.get(key) or _new_plan(key, active)
             kind = plan[0]
             if kind is _COLLECT:
                 collected.setdefault(plan[1], []).append((plan[2], value))
@@ -329,6 +393,14 @@ MAX_PLANS = 1024  # keys remembered per active context: a peer inventing keys ca
 _ORDERED_OR_LISTS = frozenset({_ITEMS_IRI, *_CONTENT_IRIS})
 
 
+def _new_plan(key: str, active: ActiveContext) -> tuple[Any, ...]:
+    """The plan of a key not planned yet under `active`, remembered there (up to MAX_PLANS keys)."""
+    plan = _plan(key, active)
+    if len(active.plans) < MAX_PLANS:
+        active.plans[key] = plan
+    return plan
+
+
 def _plan(key: str, active: ActiveContext) -> tuple[Any, ...]:
     if key == "@context":
         return (_SKIP,)
@@ -348,6 +420,36 @@ def _plan(key: str, active: ActiveContext) -> tuple[Any, ...]:
     if definition.scoped or definition.tagged or definition.type in ("@json", "@vocab", "@none"):
         return (_NEEDS_JSONLD, f"the context gives {key!r} a definition the direct reading does not follow")
     return (_COLLECT, iri, definition)
+
+
+# The keys a glance reads, each of which must be the only key of a node that means what it means.
+_GLANCED = {"@id": "id", "@type": "type", AS_NAMESPACE + "actor": "actor", AS_NAMESPACE + "object": "object"}
+
+
+def _plainly_named(node: Mapping[str, Any], active: ActiveContext) -> set[str] | None:
+    """The keys of `id`, `type`, `actor` and `object` that `node` has, each read with its usual meaning; None
+    when the node names one of them otherwise too (an alias, a compact or full IRI) or has a key that the direct
+    reading could not follow."""
+    plans = active.plans
+    named: set[str] = set()
+    for key in node:
+        plan = plans.get(key) or _new_plan(key, active)
+        kind = plan[0]
+        if kind is _NEEDS_JSONLD:
+            return None
+        if kind is _KEYWORD or kind is _COLLECT:
+            expected = _GLANCED.get(plan[1])
+            if expected is None:
+                continue
+            if key != expected or (kind is _COLLECT and plan[2].container not in (None, "@set")):
+                return None
+            named.add(key)
+    return named
+
+
+def _is_reference(active: ActiveContext, term: str) -> bool:
+    definition = active.terms.get(term)
+    return definition is not None and definition.type == "@id"
 
 
 def _store_plain(out: dict[str, Any], term: Term, plain: list[Any]) -> None:

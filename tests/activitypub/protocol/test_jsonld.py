@@ -385,3 +385,106 @@ def test_the_direct_reading_and_json_ld_agree(normalizer: Normalizer, context: A
     fast = normalizer.normalize(doc)
     assert fast.method == "terms"
     assert normalizer.normalize(doc, use_jsonld=True).document == fast.document
+
+
+# --- the inbox's glance -------------------------------------------------------------------------------------------
+
+
+def _claims_after_normalizing(normalizer: Normalizer, document: dict[str, Any]) -> tuple[Any, ...]:
+    """What the glance must agree with: the id, type, first actor and first object id of the normalized document."""
+    normalized = normalizer.normalize(document).document
+
+    def first(value: Any) -> Any:
+        value = value[0] if isinstance(value, list) and value else value
+        return value.get("id") if isinstance(value, dict) else value
+
+    return normalized.get("id"), normalized.get("type"), first(normalized.get("actor")), first(normalized.get("object"))
+
+
+def create(**extra: Any) -> dict[str, Any]:
+    return {
+        "@context": AS,
+        "id": "https://a.example/activities/1",
+        "type": "Create",
+        "actor": "https://a.example/u/ana",
+        "to": [PUBLIC],
+        "object": note() | {"@context": None},
+        **extra,
+    }
+
+
+def _without_nulls(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def test_every_sample_activity_glanced_agrees_with_its_normalized_reading(normalizer: Normalizer) -> None:
+    glanced = 0
+    for path in sorted(SAMPLES.rglob("*.json")):
+        document = json.loads(path.read_text())
+        if not isinstance(document, dict):
+            continue
+        found = normalizer.glance(document)
+        if found is None:
+            continue
+        glanced += 1
+        claims = (found.id, found.type, found.actor, found.object_id)
+        assert claims == _claims_after_normalizing(normalizer, document), path
+    # Mastodon's, Friendica's, GNU social's and lotide's activities among them: the usual contexts are glanced.
+    assert glanced >= 8
+
+
+def test_a_plain_create_is_glanced_like_mastodons_with_its_inline_context(normalizer: Normalizer) -> None:
+    plain = create()
+    plain["object"] = _without_nulls(plain["object"])
+    mastodon = plain | {"@context": [AS, {"ostatus": "http://ostatus.org#", "sensitive": "as:sensitive"}]}
+    for document in (plain, mastodon):
+        found = normalizer.glance(document)
+        assert found is not None
+        assert (found.id, found.type, found.actor, found.object_id) == (
+            "https://a.example/activities/1", "Create", "https://a.example/u/ana", "https://a.example/notes/1",
+        )  # fmt: skip
+        assert _claims_after_normalizing(normalizer, document) == (
+            found.id, found.type, found.actor, found.object_id,
+        )  # fmt: skip
+    by_reference = normalizer.glance(create(object="https://a.example/notes/1", type="Update"))
+    assert by_reference is not None and by_reference.object_id == "https://a.example/notes/1"
+    assert by_reference.type == "Update"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"@context": [AS, {"actor": "https://evil.example/ns#sender"}]}, "a context redefines actor"),
+        ({"@context": [AS, {"actor": None}]}, "a context removes actor"),
+        ({"@context": [AS, {"author": "as:actor"}], "author": "https://b.example/u/bo"}, "an alias of actor"),
+        ({"as:actor": "https://b.example/u/bo"}, "actor named by a compact IRI as well"),
+        ({AS + "#actor": "https://b.example/u/bo"}, "actor named by its full IRI as well"),
+        ({"@id": "https://b.example/activities/2"}, "the @id keyword beside id"),
+        ({"@context": [AS, {"ident": "@id"}], "ident": "https://b.example/x"}, "an alias of @id"),
+        ({"@context": [AS, {"id": "https://evil.example/ns#id"}]}, "id made an ordinary property"),
+        ({"@context": [AS, UNKNOWN]}, "a context that is not bundled"),
+        ({"@context": None}, "no context"),
+        ({"actor": ["https://a.example/u/ana", "https://b.example/u/bo"]}, "several actors"),
+        ({"actor": {"id": "https://a.example/u/ana", "type": "Person"}}, "an embedded actor"),
+        ({"type": ["Create", "Announce"]}, "several types"),
+        ({"object": ["https://a.example/notes/1"]}, "a list of objects"),
+        ({"object": note()}, "an object with its own context"),
+        ({"object": {"@id": "https://b.example/notes/2", "type": "Note"}}, "an object named by @id"),
+        ({"object": {"id": 7, "type": "Note"}}, "an object whose id is not a string"),
+        ({"@graph": []}, "a JSON-LD keyword the direct reading does not follow"),
+    ],
+)
+def test_what_the_glance_cannot_be_sure_of_is_left_to_normalizing(
+    normalizer: Normalizer, change: dict[str, Any], why: str
+) -> None:
+    document = _without_nulls(create(**change))
+    if isinstance(document["object"], dict):
+        document["object"] = _without_nulls(document["object"])
+    assert normalizer.glance(document) is None, why
+
+
+def test_an_embedded_object_without_an_id_is_glanced_as_having_none(normalizer: Normalizer) -> None:
+    document = create(object={"type": "Note", "content": "hi"})
+    found = normalizer.glance(document)
+    assert found is not None and found.object_id is None
+    assert _claims_after_normalizing(normalizer, document)[3] is None

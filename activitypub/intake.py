@@ -4,13 +4,15 @@ Every verified activity must be committed before its `202` (a peer that got one 
 again), and a commit costs about a millisecond on SQLite, where writers also queue for one lock. So
 concurrent inbox requests hand their rows to one `ReceivedWriter`, which writes whatever has gathered
 in one transaction and then wakes each of them: while one batch commits, the next one fills. A
-request waits for at most the commit before its own and its own; nothing waits on a timer.
+request waits for at most the commit before its own and its own; nothing waits on a timer. A batch the
+database refuses is written again one row at a time, so that one bad row fails its own request only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forum.models import ReceivedActivity
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 
@@ -50,14 +54,33 @@ class ReceivedWriter:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             try:
                 await _insert(sessions, [row for row, _future in batch])
-            except Exception as error:  # every request of the batch answers the failure (a 500): none is kept
-                for _row, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+            except Exception as error:
+                if len(batch) == 1:
+                    _settle(batch, error)
+                    continue
+                # One row the database refuses must not cost the others their place: each is written alone,
+                # and only the requests whose own row fails answer the failure (a 500).
+                log.warning("storing %d received activities together failed (%s); storing each alone", len(batch),
+                            error)  # fmt: skip
+                for one in batch:
+                    try:
+                        await _insert(sessions, [one[0]])
+                    except Exception as alone:
+                        _settle([one], alone)
+                    else:
+                        _settle([one], None)
                 continue
-            for _row, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            _settle(batch, None)
+
+
+def _settle(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], error: Exception | None) -> None:
+    for _row, future in batch:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 # Built once, as Core statements on the table: the ORM's bulk INSERT and a statement made per call cost

@@ -25,6 +25,7 @@ A default `@language` of an inline context is ignored: languages are read from `
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -617,8 +618,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 reads as infinity, which no JSON can say again: PostgreSQL would refuse the document when it is
+    # stored, and with it every activity committed in the same batch.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 # One decoder for every body (json.loads with a hook builds a new one per call).
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 class BoundedCache(dict[str, Any]):

@@ -1,10 +1,60 @@
-"""The inbox's pressure gauge: the in-process worker lets peers' requests go first, and is never stopped by them."""
+"""The inbox's group commit, against a real database, and its pressure gauge: the in-process worker lets
+peers' requests go first, and is never stopped by them."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
-from activitypub.intake import InboxPressure
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activitypub.intake import InboxPressure, ReceivedWriter
+from forum.config import Settings
+from forum.db import create_engine, sessionmaker
+from forum.models import ReceivedActivity
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.database_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+def _row(n: int, **changes: Any) -> dict[str, Any]:
+    actor, ap_id = f"https://a.example/u/{n}", f"https://a.example/activities/{n}"
+    return {"ap_id": ap_id, "type": "Create", "actor_ap_id": actor, "signer_key_id": f"{actor}#main-key",
+            "document": {"id": ap_id}, **changes}  # fmt: skip
+
+
+async def _kept(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with sessions() as session:
+        return sorted(await session.scalars(select(ReceivedActivity.ap_id)))
+
+
+async def test_concurrent_rows_are_committed_together_and_a_repeat_stays_one_row(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    writer = ReceivedWriter()
+    await asyncio.gather(*(writer.store(sessions, _row(n)) for n in (1, 2, 3, 1)))
+    assert await _kept(sessions) == [f"https://a.example/activities/{n}" for n in (1, 2, 3)]
+
+
+async def test_a_row_the_database_refuses_fails_its_own_request_only(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    writer = ReceivedWriter()
+    stored = await asyncio.gather(
+        writer.store(sessions, _row(1)), writer.store(sessions, _row(2, type=None)), writer.store(sessions, _row(3)),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert stored[0] is None and stored[2] is None
+    assert isinstance(stored[1], IntegrityError)
+    assert await _kept(sessions) == ["https://a.example/activities/1", "https://a.example/activities/3"]
 
 
 async def test_the_worker_goes_on_at_once_when_no_inbox_request_is_answered() -> None:

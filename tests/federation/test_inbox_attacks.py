@@ -352,6 +352,23 @@ async def test_json_nested_a_thousand_deep_is_refused_before_any_fetch(lab: Lab)
             await accepted(lab, response, activity)
 
 
+async def test_a_number_too_large_for_any_float_is_refused_and_costs_no_one_else_their_activity(lab: Lab) -> None:
+    """1e400 reads as infinity, which no JSON can say again: kept, it made PostgreSQL refuse the whole batch
+    of activities committed with it, honest peers' included."""
+    grace = lab.remote.actor(f"grace{_unique()}")
+    poisoned = new_thread(lab, grace)
+    poisoned["object"]["width"] = "HUGE"
+    body = json.dumps(poisoned).replace('"HUGE"', "-1e400").encode()
+    honest = [new_thread(lab, grace) for _ in range(4)]
+    answers = await asyncio.gather(
+        lab.remote.post(lab.inbox, body, sign_request("POST", lab.inbox, {}, body, grace.signing_key)),
+        *(lab.remote.deliver(grace, lab.inbox, activity) for activity in honest),
+    )
+    await refused(lab, answers[0], 400, "the number -1e400 is too large", poisoned)
+    for answer, activity in zip(answers[1:], honest, strict=True):
+        await accepted(lab, answer, activity)
+
+
 async def test_an_unknown_context_is_never_fetched(lab: Lab) -> None:
     path = f"/schemas/litepub-{_unique()}.jsonld"
     unknown = lab.remote.serve(path, {"@context": {"content": "https://evil.example/ns#notContent"}})

@@ -86,6 +86,8 @@ def test_parse_json_returns_the_object() -> None:
         (b'{"name": "caf\xe9"}', "not UTF-8"),
         (b'{"type": "Note",}', "not valid JSON"),
         (b'{"n": NaN}', "not valid JSON"),
+        (b'{"width": 1e400}', "the number 1e400 is too large"),
+        (b'{"width": -2.5E999}', "the number -2.5E999 is too large"),
         (b"[1, 2]", "list, not an object"),
         (b'"Note"', "str, not an object"),
         (b"null", "null, not an object"),

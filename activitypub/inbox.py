@@ -22,6 +22,7 @@ from activitypub.audiences import domain_of
 from activitypub.protocol.client import FetchError
 from activitypub.protocol.jsonld import DocumentError, Glance, parse_json
 from activitypub.protocol.ld_signatures import ld_signature_creator, verify_rsa_signature_2017
+from activitypub.protocol.signature_claims import normalize_fields
 from activitypub.protocol.signatures import SignatureError, signature_key_id
 from activitypub.resolver import ResolveError
 from activitypub.runtime import Federation, federation_of
@@ -62,13 +63,14 @@ async def receive(request: Request) -> Response:
 
 async def _accept(
     request: Request, federation: Federation, body: bytes
-) -> tuple[dict[str, Any], Glance, tuple[str, str]]:
+) -> tuple[dict[str, Any] | str, Glance, tuple[str, str]]:
     forum = forum_context(request)
+    fields = normalize_fields(request.headers)  # read once: for the key id, the host, and the check
     try:
-        key_id, form = signature_key_id(request.headers)
+        key_id, form = signature_key_id(fields)
     except SignatureError as error:
         raise Refused(401, error.reason) from None
-    host = request.headers.get("host", "")
+    host = fields.get("host", "")
     if not is_our_host(host, federation.settings.base_url):
         # A signature covers the Host it was made for: one made for another server, replayed here, is not ours.
         raise Refused(401, f"the request was signed for another host ({host[:100]!r}), not this one")
@@ -87,15 +89,15 @@ async def _accept(
         # Most activities are read by a glance at their plain terms: the worker normalizes what is kept, and checks
         # again that its reading claims what the glance did. Only the others are normalized before the answer.
         glanced = federation.glance(raw)
-        activity = raw if glanced is not None else federation.normalize(raw)
-        claims = check_origins(glanced or claims_of(activity), federation.settings.host.lower())
+        normalized = None if glanced is not None else federation.normalize(raw)
+        claims = check_origins(glanced or claims_of(normalized or {}), federation.settings.host.lower())
     except DocumentError as error:
         raise Refused(400, str(error)) from None
     except OriginRefused as refusal:
         raise Refused(refusal.status, refusal.reason) from None
     actor_id = claims.actor
     try:
-        signer = await federation.signers.verify(request, body, key_id)
+        signer = await federation.signers.verify(request, body, key_id, fields)
     except SignatureRefused as refusal:
         raise Refused(401, refusal.reason) from None
     if signer.ap_id != actor_id and not await _forwarded_with_proof(federation, raw, actor_id):
@@ -107,7 +109,8 @@ async def _accept(
     except RateLimited as limited:
         raise Refused(429, "too many activities from this instance; slow down", limited.retry_after) from limited
     federation.peer_notes.note(domain_of(key_id), form)
-    return activity, claims, (key_id, form)
+    # Kept as received when glanced, in the very text received; normalized otherwise.
+    return body.decode() if normalized is None else normalized, claims, (key_id, form)
 
 
 async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any], actor_id: str) -> bool:
@@ -126,9 +129,11 @@ async def _forwarded_with_proof(federation: Federation, activity: dict[str, Any]
     )
 
 
-async def store(federation: Federation, activity: dict[str, Any], claims: Glance, signer: tuple[str, str]) -> None:
-    """Keep the activity (as received, or normalized) for the worker, with the claims checked here; the same id
-    received twice stays one row. Concurrent requests' activities are committed together (activitypub.intake):
+async def store(
+    federation: Federation, activity: dict[str, Any] | str, claims: Glance, signer: tuple[str, str]
+) -> None:
+    """Keep the activity (its text as received, or normalized) for the worker, with the claims checked here; the
+    same id received twice stays one row. Concurrent requests' activities are committed together (activitypub.intake):
     one commit for many."""
     await federation.received.store(
         federation.sessions,

@@ -56,7 +56,7 @@ class Claim(NamedTuple):
     signature: bytes
 
 
-def read_claim(fields: dict[str, str]) -> Claim:
+def read_claim(fields: Mapping[str, str]) -> Claim:
     return claim_of(fields.get("signature-input"), fields.get("signature"))
 
 
@@ -182,9 +182,15 @@ def component(name: str, method: str, target: str, fields: dict[str, str], schem
 # --- shared with signing ---------------------------------------------------------------------------------------
 
 
-def normalize_fields(headers: Mapping[str, str]) -> dict[str, str]:
+class Fields(dict[str, str]):
+    """A request's header fields as `normalize_fields` gives them: read once, for the key id and then the check."""
+
+
+def normalize_fields(headers: Mapping[str, str]) -> Fields:
     """Lower-case names, trimmed values, repeated fields joined with ", " (as both forms sign them)."""
-    fields: dict[str, str] = {}
+    if isinstance(headers, Fields):
+        return headers
+    fields = Fields()
     for name, value in headers.items():
         name = name.lower()
         value = value.strip()

@@ -8,11 +8,13 @@ inbox checked is refused by the worker, with nothing applied, whichever path (in
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import text as sql_text
 
 from activitypub.processing import InboxWorker
 from forum.app import federation_of
@@ -67,6 +69,11 @@ async def test_a_glanced_reply_is_kept_as_received_and_applied(database_url: str
 
         kept_raw, kept_normalized = await _kept(jardin, glanced["id"]), await _kept(jardin, normalized["id"])
         assert kept_raw.document == glanced  # as received, context and all
+        async with jardin.forum.read() as session:
+            # In the very text received (what `deliver` sent): not encoded again.
+            as_stored = sql_text("SELECT CAST(document AS TEXT) FROM received_activities WHERE ap_id = :id")
+            text = await session.scalar(as_stored, {"id": glanced["id"]})
+        assert text == json.dumps(glanced)
         assert "@context" not in kept_normalized.document
         embedded = kept_normalized.document["object"]
         assert isinstance(embedded, dict) and embedded["id"] == normalized["object"]["id"]

@@ -20,9 +20,11 @@ from typing import Any
 
 from sqlalchemy import JSON, Table, Text, bindparam, cast
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from forum.models import ReceivedActivity
+from forum.models import ReceivedActivity, ReceivedState
+from forum.models.base import utcnow
+from forum.sqlite_driver import write_committed
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,30 @@ def _settle(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], error: Exc
 # document is bound as JSON text: an activity kept as received is the body's own text, never encoded again.
 _TABLE = typing.cast(Table, ReceivedActivity.__table__)
 _DOCUMENT_TEXT = bindparam("document", type_=Text)
-_INSERTS = {
-    "postgresql": postgresql.insert(_TABLE)
+_POSTGRESQL_INSERT = (
+    postgresql.insert(_TABLE)
     .values(document=cast(_DOCUMENT_TEXT, JSON))
-    .on_conflict_do_nothing(index_elements=["ap_id"]),
-    "sqlite": sqlite.insert(_TABLE).values(document=_DOCUMENT_TEXT).on_conflict_do_nothing(index_elements=["ap_id"]),
-}
+    .on_conflict_do_nothing(index_elements=["ap_id"])
+)
+# On SQLite the batch is written by `sqlite_driver.write_committed`, in one call to the connection's thread: the
+# statement is SQLAlchemy's, compiled once, and its values bound the way the columns' types bind them.
+_SQLITE = sqlite.dialect()
+_SQLITE_INSERT = (
+    sqlite.insert(_TABLE)
+    .values(
+        ap_id=bindparam("ap_id"), type=bindparam("type"), actor_ap_id=bindparam("actor_ap_id"),
+        signer_key_id=bindparam("signer_key_id"), document=_DOCUMENT_TEXT, state=bindparam("state"),
+        attempts=bindparam("attempts"), next_attempt_at=bindparam("now"), received_at=bindparam("now"),
+    )
+    .on_conflict_do_nothing(index_elements=["ap_id"])
+    .compile(dialect=_SQLITE)
+)  # fmt: skip
+_SQLITE_ORDER = tuple(_SQLITE_INSERT.positiontup or ())
+
+
+def _bound(column: str, value: Any) -> Any:
+    process = _TABLE.c[column].type.bind_processor(_SQLITE)
+    return process(value) if process is not None else value
 
 
 async def _insert(sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]]) -> None:
@@ -106,9 +126,17 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], rows: list[dict[st
         row if isinstance(row["document"], str) else {**row, "document": json.dumps(row["document"])}
         for row in {row["ap_id"]: row for row in rows}.values()
     ]
-    async with sessions() as session, session.begin():
-        connection = await session.connection()
-        await connection.execute(_INSERTS[connection.dialect.name], unique)
+    engine: AsyncEngine = sessions.kw["bind"]
+    if engine.dialect.name == "sqlite":  # aiosqlite, the only SQLite driver `forum.db` makes engines with
+        common = {"state": _bound("state", ReceivedState.QUEUED), "attempts": 0, "now": _bound("received_at", utcnow())}
+        values = [tuple({**row, **common}[name] for name in _SQLITE_ORDER) for row in unique]
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            assert raw.driver_connection is not None
+            await write_committed(raw.driver_connection, _SQLITE_INSERT.string, values)
+        return
+    async with engine.begin() as connection:
+        await connection.execute(_POSTGRESQL_INSERT, unique)
 
 
 class InboxPressure:

@@ -134,3 +134,20 @@ class OneCallDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> OneCallConnection:
         adapted = super().connect(*arg, **kw)
         return OneCallConnection(self, adapted._connection)
+
+
+async def write_committed(connection: aiosqlite.Connection, operation: str, rows: Sequence[Sequence[Any]]) -> None:
+    """`operation` once for each of `rows`, in a transaction of its own, committed: one call to the connection's
+    thread, where an ORM session makes two (the statement, the commit) and spends about 0.7 ms more of the event
+    loop's time around them. For a group commit of plain rows (the inbox's): nothing of it is read back."""
+    await connection._execute(_write_committed, connection._conn, operation, rows)  # type: ignore[no-untyped-call]
+
+
+def _write_committed(connection: sqlite3.Connection, operation: str, rows: Sequence[Sequence[Any]]) -> None:
+    connection.execute("BEGIN IMMEDIATE")  # the write lock at once: this transaction only writes
+    try:
+        connection.executemany(operation, rows)
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select
@@ -53,9 +54,22 @@ async def test_a_note_is_written_after_the_caller_goes_on(
     sessions: async_sessionmaker[AsyncSession], resolver: ActivityPubResolver
 ) -> None:
     notes = PeerNotes(sessions, resolver)
-    notes.note("new.example", "rfc9421")  # returns at once: nothing is written yet
-    assert "new.example" not in await instances(sessions)
-    await notes.settled()
+    engine = sessions.kw["bind"].sync_engine
+    written: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            written.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        notes.note("new.example", "rfc9421")
+        # Back with the caller, nothing written yet (checked before anything else may run: no await since).
+        assert written == []
+        await notes.settled()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert written, "the note was never written"
     known = await instances(sessions)
     assert known["new.example"].signature_form == "rfc9421" and not known["new.example"].unreachable
 

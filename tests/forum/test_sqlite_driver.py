@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forum.db import create_engine, sessionmaker
 from forum.models import Instance
-from forum.sqlite_driver import OneCallConnection
+from forum.sqlite_driver import OneCallConnection, write_committed
 
 
 @pytest.fixture
@@ -140,3 +141,25 @@ async def test_rows_stream_from_a_server_side_cursor(engine: AsyncEngine) -> Non
         streamed = await connection.stream(select(Instance.domain).order_by(Instance.domain))
         slugs = [slug async for (slug,) in streamed]
     assert len([slug for slug in slugs if slug.startswith("c")]) >= 30
+
+
+async def test_write_committed_writes_every_row_and_commits_in_one_call(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_sql = (
+        "INSERT INTO instances (domain, failures, unreachable, understands_groups, created_at)"
+        " VALUES (?, 0, 0, 0, '2026-11-24 09:00:00.000000')"
+    )
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        assert isinstance(raw.driver_connection, aiosqlite.Connection)
+        calls = count_calls(monkeypatch)
+        await write_committed(raw.driver_connection, insert_sql, [("a.example",), ("b.example",)])
+        assert calls == ["_write_committed"]
+        # One row breaks a constraint (the domain is unique): none of its batch is kept, and the error is raised.
+        with pytest.raises(sqlite3.IntegrityError):
+            await write_committed(raw.driver_connection, insert_sql, [("c.example",), ("a.example",)])
+    sessions = sessionmaker(engine)
+    async with sessions() as session:  # another connection: what it sees was committed
+        domains = set(await session.scalars(select(Instance.domain)))
+    assert domains == {"a.example", "b.example"}

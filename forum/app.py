@@ -22,6 +22,7 @@ from activitypub.delivery import DeliveryWorker
 from activitypub.fetch_auth import AuthorizedFetch
 from activitypub.lookup import FederatedLookup
 from activitypub.processing import InboxWorker
+from activitypub.queue_pruning import prune_federation_queues
 from activitypub.runtime import Federation, build_federation
 from forum import __version__
 from forum.cache import CachedPage, InvalidationBus, TaggedCache, mark_stale
@@ -217,6 +218,7 @@ def build_jobs(forum: ForumContext) -> JobRunner:
     jobs = JobRunner()
     jobs.every(3600, "prune-sessions", lambda: prune_expired_sessions(forum.sessions))
     jobs.every(600, "prune-cache-invalidations", forum.invalidations.prune)
+    jobs.every(3600, "prune-federation-queues", lambda: prune_federation_queues(forum.sessions))
     federation = federation_of(forum)
     assert federation.delivery_poster is not None
     deliveries = DeliveryWorker(forum.sessions, federation.delivery_poster)

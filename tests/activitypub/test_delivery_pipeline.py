@@ -15,8 +15,8 @@ from activitypub.delivery import DeliveryWorker
 from activitypub.protocol.poster import DeliveryPoster
 from forum.config import Settings
 from forum.db import create_engine, sessionmaker
-from forum.keys import generate_key_pair
-from forum.models import Actor, ActorKind, Delivery, DeliveryState, OutgoingActivity
+from forum.models import Delivery, DeliveryState, OutgoingActivity
+from tests.activitypub.local_actors import local_actor
 
 
 @dataclass
@@ -61,13 +61,8 @@ async def test_a_row_claimed_ahead_waits_behind_its_inbox_that_just_failed(setti
     poster = DeliveryPoster(allow_private=True, user_agent="Jardin-test/1.0", deadline=5.0)
     async with receivers() as lab:
         domain = f"127.0.0.1:{lab.port}"
-        private, public = generate_key_pair()
         async with sessions() as session, session.begin():
-            ana = Actor(ap_id=f"{settings.base_url}/u/ana", local=True, kind=ActorKind.PERSON, username="ana",
-                        username_key="ana", key_id=f"{settings.base_url}/u/ana#main-key", public_key_pem=public,
-                        private_key_pem=private)  # fmt: skip
-            session.add(ana)
-            await session.flush()
+            ana = await local_actor(session, settings.base_url, "ana")
             activities = []
             for n in (1, 2, 3):
                 ap_id = f"{settings.base_url}/activities/{n}"
